@@ -1,0 +1,67 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "Stasis",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "stasis", targets: ["stasis"]),
+        .executable(name: "stasis-init", targets: ["stasis-init"]),
+        .executable(name: "stasis-bench", targets: ["stasis-bench"]),
+        .library(name: "Machines", targets: ["Machines"]),
+        .library(name: "Images", targets: ["Images"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-subprocess", from: "1.0.2"),
+    ],
+    targets: [
+        // C shim: variadic ioctl, mount, module loading, process spawning, and the /proc constructor.
+        .target(name: "CStasis"),
+        // Errors, $STASIS_HOME layout, atomic writes, host tools. Foundation allowed (host only).
+        .target(
+            name: "StasisCore",
+            dependencies: [
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Kernel, initramfs, root filesystems and disk images.
+        .target(name: "Images", dependencies: ["StasisCore"]),
+        // The host<->guest agent protocol. No Foundation: it is linked into the static guest agent.
+        .target(name: "Guest"),
+        // The guest agent's logic (PID 1 in the initramfs). No Foundation.
+        .target(name: "GuestAgent", dependencies: ["Guest", "CStasis"]),
+        .executableTarget(name: "stasis-init", dependencies: ["GuestAgent"]),
+        // Machine engines (QEMU), QMP and agent clients, the Machine actor and its store.
+        .target(
+            name: "Machines",
+            dependencies: [
+                "StasisCore", "Images", "Guest", "CStasis",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "stasis",
+            dependencies: [
+                "StasisCore", "Images", "Machines", "Guest",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "stasis-bench",
+            dependencies: [
+                "StasisCore", "Images", "Machines", "Guest",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "StasisCoreTests", dependencies: ["StasisCore"]),
+        .testTarget(name: "GuestTests", dependencies: ["Guest"]),
+        .testTarget(name: "ImagesTests", dependencies: ["Images", "StasisCore"]),
+        .testTarget(name: "MachinesTests", dependencies: ["Machines", "Images", "StasisCore", "Guest"]),
+    ]
+)

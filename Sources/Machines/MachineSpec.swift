@@ -1,0 +1,129 @@
+import StasisCore
+
+/// Everything needed to start a machine the same way again (on boot and, later, on restore).
+public struct MachineSpec: Codable, Sendable, Equatable {
+    /// The image whose disk the machine boots from.
+    public var image: String
+    /// Guest RAM in MiB.
+    public var memoryMiB: Int
+    /// Virtual CPUs.
+    public var cpus: Int
+    /// Inbound TCP forwards from the host to the guest.
+    public var ports: [PortForward]
+    /// What the guest may reach.
+    public var network: NetworkMode
+    /// Host services the guest may reach even when isolated.
+    public var allowedHosts: [HostService]
+    /// The accelerator asked for (`auto` picks one).
+    public var accelerator: AcceleratorPreference
+
+    public init(image: String, memoryMiB: Int = 512, cpus: Int = 1, ports: [PortForward] = [],
+                network: NetworkMode = .isolated, allowedHosts: [HostService] = [], accelerator: AcceleratorPreference = .auto) {
+        self.image = image
+        self.memoryMiB = memoryMiB
+        self.cpus = cpus
+        self.ports = ports
+        self.network = network
+        self.allowedHosts = allowedHosts
+        self.accelerator = accelerator
+    }
+
+    /// Parses `512M`, `1G`, `2048` (MiB) into MiB.
+    public static func parseMemory(_ text: String) throws -> Int {
+        let t = text.trimmingCharacters(in: .whitespaces).uppercased()
+        var digits = t
+        var factor = 1
+        if t.hasSuffix("G") || t.hasSuffix("GB") || t.hasSuffix("GIB") {
+            factor = 1024
+            digits = String(t.prefix { $0.isNumber })
+        } else if t.hasSuffix("M") || t.hasSuffix("MB") || t.hasSuffix("MIB") {
+            digits = String(t.prefix { $0.isNumber })
+        }
+        guard let value = Int(digits), value > 0, digits.count == t.prefix(while: { $0.isNumber }).count else {
+            throw StasisError(.invalidArgument, "invalid memory size '\(text)': use a number of MiB or a size like 512M or 2G")
+        }
+        let mib = value * factor
+        guard mib >= 64, mib <= 1 << 20 else {
+            throw StasisError(.invalidArgument, "memory size \(text) is out of range: use 64M to 1024G")
+        }
+        return mib
+    }
+}
+
+/// `-p [ADDR:]HOSTPORT:GUESTPORT`: a TCP port on the host forwarded into the guest.
+public struct PortForward: Codable, Sendable, Equatable, CustomStringConvertible {
+    public var hostAddress: String
+    public var hostPort: UInt16
+    public var guestPort: UInt16
+
+    public init(hostAddress: String = "127.0.0.1", hostPort: UInt16, guestPort: UInt16) {
+        self.hostAddress = hostAddress
+        self.hostPort = hostPort
+        self.guestPort = guestPort
+    }
+
+    /// Parses Docker's `-p` syntax: `8080:80`, `127.0.0.1:8080:80`, or `80` (same port both sides).
+    public init(parsing text: String) throws {
+        let parts = text.replacingOccurrences(of: "/tcp", with: "").split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+        func port(_ s: String) throws -> UInt16 {
+            guard let p = UInt16(s), p > 0 else {
+                throw StasisError(.invalidArgument, "invalid port '\(s)' in -p \(text): use HOSTPORT:GUESTPORT, e.g. -p 8080:80")
+            }
+            return p
+        }
+        switch parts.count {
+        case 1: self.init(hostPort: try port(parts[0]), guestPort: try port(parts[0]))
+        case 2: self.init(hostPort: try port(parts[0]), guestPort: try port(parts[1]))
+        case 3: self.init(hostAddress: parts[0].isEmpty ? "127.0.0.1" : parts[0], hostPort: try port(parts[1]), guestPort: try port(parts[2]))
+        default: throw StasisError(.invalidArgument, "invalid -p \(text): use [ADDR:]HOSTPORT:GUESTPORT, e.g. -p 8080:80")
+        }
+    }
+
+    public var description: String { "\(hostAddress):\(hostPort)->\(guestPort)/tcp" }
+}
+
+/// What the guest's network can reach.
+public enum NetworkMode: String, Codable, Sendable, CaseIterable {
+    /// User networking with `restrict=on`: no route to the host or anywhere else; inbound forwards
+    /// and allowed host services still work. The default.
+    case isolated
+    /// User networking without restriction: the guest reaches the host's loopback services and the
+    /// whole network the host can reach.
+    case outbound
+    /// No network card at all.
+    case none
+}
+
+/// `--allow-host ADDR:PORT`: one host TCP service the guest may reach at `guestAddress:port`.
+public struct HostService: Codable, Sendable, Equatable, CustomStringConvertible {
+    public var hostAddress: String
+    public var port: UInt16
+    /// Where the guest connects (10.0.2.100 and up).
+    public var guestAddress: String
+
+    public init(hostAddress: String, port: UInt16, guestAddress: String) {
+        self.hostAddress = hostAddress
+        self.port = port
+        self.guestAddress = guestAddress
+    }
+
+    /// Parses `ADDR:PORT` or `PORT` (loopback).
+    public static func parse(_ text: String, index: Int) throws -> HostService {
+        let parts = text.split(separator: ":").map(String.init)
+        let address = parts.count == 2 ? parts[0] : "127.0.0.1"
+        guard parts.count <= 2, let port = UInt16(parts.last ?? ""), port > 0,
+              address.allSatisfy({ $0.isNumber || $0 == "." || $0.isLetter || $0 == "-" }) else {
+            throw StasisError(.invalidArgument, "invalid --allow-host \(text): use ADDR:PORT, e.g. --allow-host 127.0.0.1:8000")
+        }
+        return HostService(hostAddress: address, port: port, guestAddress: "10.0.2.\(100 + index)")
+    }
+
+    public var description: String { "\(guestAddress):\(port) -> host \(hostAddress):\(port)" }
+}
+
+/// The accelerator a user asked for.
+public enum AcceleratorPreference: String, Codable, Sendable, CaseIterable {
+    case auto, kvm, tcg
+}
+
+import Foundation

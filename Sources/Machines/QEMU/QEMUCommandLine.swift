@@ -1,0 +1,90 @@
+import Foundation
+import Guest
+
+/// Builds the QEMU microvm command line for a machine. The device list and its order are part of
+/// a snapshot's identity: restore must build exactly the same one.
+public struct QEMUCommandLine: Sendable {
+    public var record: MachineRecord
+    public var paths: MachinePaths
+    public var boot: BootArtifacts
+    public var accelerator: AcceleratorChoice
+    public var tscKHz: Int?
+
+    public init(record: MachineRecord, paths: MachinePaths, boot: BootArtifacts, accelerator: AcceleratorChoice, tscKHz: Int?) {
+        self.record = record
+        self.paths = paths
+        self.boot = boot
+        self.accelerator = accelerator
+        self.tscKHz = tscKHz
+    }
+
+    /// The guest's address on QEMU's user network.
+    public static let guestAddress = "10.0.2.15/24"
+    public static let gatewayAddress = "10.0.2.2"
+    public static let dnsAddress = "10.0.2.3"
+
+    /// The kernel command line: console on the serial port, and the agent's settings.
+    public var kernelCommandLine: String {
+        var words = ["console=ttyS0", "quiet", "panic=-1", "reboot=t", "stasis.hostname=\(record.name)"]
+        if accelerator.kind == .tcg, let tscKHz { words.append("tsc_early_khz=\(tscKHz)") }
+        switch record.spec.network {
+        case .none: words.append("stasis.net=none")
+        case .isolated: words.append("stasis.net=\(Self.guestAddress),\(Self.gatewayAddress)")
+        case .outbound: words.append("stasis.net=\(Self.guestAddress),\(Self.gatewayAddress),\(Self.dnsAddress)")
+        }
+        return words.joined(separator: " ")
+    }
+
+    /// A stable MAC address derived from the machine id.
+    public var macAddress: String {
+        let hex = Array(record.id.prefix(6))
+        let pairs = stride(from: 0, to: 6, by: 2).map { String(hex[$0 ..< min($0 + 2, hex.count)]) }
+        return "52:54:00:" + pairs.joined(separator: ":")
+    }
+
+    /// QEMU's `-netdev user` value, or nil for no NIC.
+    public var netdev: String? {
+        guard record.spec.network != .none else { return nil }
+        var parts = ["user", "id=n0"]
+        if record.spec.network == .isolated { parts.append("restrict=on") }
+        for p in record.spec.ports {
+            parts.append("hostfwd=tcp:\(p.hostAddress):\(p.hostPort)-:\(p.guestPort)")
+        }
+        // One connector process per connection: a `-tcp:` target would serve only the first one.
+        for s in record.spec.allowedHosts {
+            parts.append("guestfwd=tcp:\(s.guestAddress):\(s.port)-cmd:socat - TCP:\(s.hostAddress):\(s.port)")
+        }
+        return parts.joined(separator: ",")
+    }
+
+    /// Arguments after the program name.
+    public var arguments: [String] {
+        let accel = accelerator.kind == .kvm ? "kvm" : "tcg,thread=multi"
+        var a = [
+            "-name", "stasis-\(record.id),process=stasis-\(record.id)",
+            "-M", "microvm", "-accel", accel, "-cpu", accelerator.kind == .kvm ? "host" : "max",
+            "-m", "\(record.spec.memoryMiB)M", "-smp", "\(record.spec.cpus)",
+            "-kernel", boot.kernel.path, "-initrd", boot.initramfs.path, "-append", kernelCommandLine,
+            "-display", "none", "-monitor", "none", "-no-reboot",
+            "-chardev", "file,id=serial0,path=\(paths.console.path),append=on", "-serial", "chardev:serial0",
+            "-qmp", "unix:\(paths.qmpSocket.path),server=on,wait=off",
+            // Guest RAM lives in a file so that a snapshot need not copy it (x-ignore-shared).
+            "-object", "memory-backend-file,id=mem,size=\(record.spec.memoryMiB)M,mem-path=\(paths.memory.path),share=on",
+            "-machine", "memory-backend=mem",
+            "-device", "virtio-serial-device,id=vser0",
+        ]
+        for (i, name) in AgentProtocol.portNames.enumerated() {
+            a += ["-chardev", "socket,id=\(name),path=\(paths.agentSocket(i).path),server=on,wait=off",
+                  "-device", "virtserialport,bus=vser0.0,chardev=\(name),name=\(name),id=port\(i)"]
+        }
+        a += ["-drive", "id=d0,if=none,file=\(paths.disk.path),format=qcow2,cache=writeback,discard=unmap",
+              "-device", "virtio-blk-device,drive=d0,id=blk0",
+              "-object", "rng-random,id=rng0,filename=/dev/urandom",
+              "-device", "virtio-rng-device,rng=rng0,id=rng0dev"]
+        if let netdev {
+            a += ["-netdev", netdev, "-device", "virtio-net-device,netdev=n0,id=net0,mac=\(macAddress)"]
+        }
+        a += ["-daemonize", "-pidfile", paths.pidFile.path]
+        return a
+    }
+}

@@ -1,0 +1,1 @@
+print("stasis-bench: not yet")
