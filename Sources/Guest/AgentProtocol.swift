@@ -1,8 +1,9 @@
 /// Constants of the host↔guest agent protocol, version 1 (docs/guest-agent.md describes it).
 ///
 /// Every message travels in a frame: 4 bytes magic "STAS", a little-endian `UInt32` body length,
-/// then the body: one kind byte, a little-endian `UInt32` request id, and the kind's fields.
-/// The magic lets either side find the next frame again after a peer vanished mid-frame.
+/// the body (one kind byte, a little-endian `UInt32` request id, the kind's fields), then the
+/// CRC-32 of length and body. The magic and the CRC let either side find its footing again after
+/// a peer vanished mid-frame.
 public enum AgentProtocol {
     /// The protocol version both sides announce in `hello`.
     public static let version: UInt16 = 1

@@ -15,13 +15,16 @@ public enum Codec {
     }
 
     private static func wrap(id: UInt32, kind: UInt8, body: [UInt8]) -> [UInt8] {
-        var w = WireWriter(capacity: body.count + 13)
+        var w = WireWriter(capacity: body.count + 17)
         for b in AgentProtocol.magic { w.u8(b) }
         w.u32(UInt32(body.count + 5))
         w.u8(kind)
         w.u32(id)
         var out = w.bytes
         out.append(contentsOf: body)
+        // The CRC covers the length, kind, id and fields: everything after the magic.
+        let crc = CRC32.checksum(out[4...])
+        withUnsafeBytes(of: crc.littleEndian) { out.append(contentsOf: $0) }
         return out
     }
 

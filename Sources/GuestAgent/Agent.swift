@@ -48,6 +48,11 @@ final class Port {
     func reset(connected: Bool) {
         self.connected = connected
         decoder.reset()
+        dropOutbox()
+    }
+
+    /// Forgets replies queued for an earlier host.
+    func dropOutbox() {
         outbox.removeAll()
         outboxStart = 0
     }
@@ -267,7 +272,9 @@ final class Agent {
         switch envelope.message {
         case .hello(let nonce, _):
             // A new host on this port: whatever the last one left queued is not for it.
-            ports[port].reset(connected: true)
+            ports[port].connected = true
+            ports[port].dropOutbox()
+            ports[port].decoder.markSynchronized()
             detachProcesses(onPort: port, signal: SIGHUP)
             reply(port, id, .helloReply(nonce: nonce, info: info()))
         case .ping:

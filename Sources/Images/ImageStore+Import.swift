@@ -112,6 +112,9 @@ extension ImageStore {
     static func finishImage(home: StasisHome, name: String, label: String, root: URL, staging: URL, progress: @Sendable (String) -> Void) async throws -> ImageRecord {
         try Task.checkCancellation()
         let usage = try measure(root)
+        guard usage.entries > 1 else {
+            throw StasisError(.invalidArgument, "\(label) holds no files: is it a root filesystem?")
+        }
         let size = diskSize(forFootprint: usage.footprint)
         progress("making ext4 disk: \(formatBytes(size)) for \(formatBytes(usage.contentBytes)) of files")
         let folder = staging.appendingPathComponent("image", isDirectory: true)

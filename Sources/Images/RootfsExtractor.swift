@@ -245,6 +245,8 @@ public final class RootfsExtractor {
             guard part != ".." else { throw refuse("its path contains '..'") }
             parts.append(String(part))
         }
+        // Bounds the recursion (and open descriptors) of later tree walks; no real root filesystem comes close.
+        guard path.utf8.count < 4096, parts.count <= 256 else { throw refuse("its path is deeper or longer than a root filesystem allows") }
         return parts
     }
 

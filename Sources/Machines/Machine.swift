@@ -7,6 +7,8 @@ import StasisCore
 /// through `move(to:)`, which checks the transition and persists it before anything else happens.
 public actor Machine {
     public private(set) var record: MachineRecord
+    /// The machine's id, which never changes.
+    public nonisolated let id: String
     public nonisolated let paths: MachinePaths
     public nonisolated let store: MachineStore
     private var engine: any MachineEngine { store.engine }
@@ -14,6 +16,7 @@ public actor Machine {
     public init(record: MachineRecord, store: MachineStore) {
         self.record = record
         self.store = store
+        self.id = record.id
         self.paths = MachinePaths(home: store.home, id: record.id)
     }
 
@@ -22,7 +25,6 @@ public actor Machine {
         Machine(record: try store.find(reference), store: store)
     }
 
-    public var id: String { record.id }
     public var name: String { record.name }
     public var state: MachineState { record.state }
 

@@ -1,3 +1,4 @@
+import Foundation
 import StasisCore
 
 /// Everything needed to start a machine the same way again (on boot and, later, on restore).
@@ -31,20 +32,20 @@ public struct MachineSpec: Codable, Sendable, Equatable {
     /// Parses `512M`, `1G`, `2048` (MiB) into MiB.
     public static func parseMemory(_ text: String) throws -> Int {
         let t = text.trimmingCharacters(in: .whitespaces).uppercased()
-        var digits = t
-        var factor = 1
-        if t.hasSuffix("G") || t.hasSuffix("GB") || t.hasSuffix("GIB") {
-            factor = 1024
-            digits = String(t.prefix { $0.isNumber })
-        } else if t.hasSuffix("M") || t.hasSuffix("MB") || t.hasSuffix("MIB") {
-            digits = String(t.prefix { $0.isNumber })
-        }
-        guard let value = Int(digits), value > 0, digits.count == t.prefix(while: { $0.isNumber }).count else {
+        let digits = t.prefix { $0.isASCII && $0.isNumber }
+        let factor: Int
+        switch t.dropFirst(digits.count) {
+        case "", "M", "MB", "MIB": factor = 1
+        case "G", "GB", "GIB": factor = 1024
+        default:
             throw StasisError(.invalidArgument, "invalid memory size '\(text)': use a number of MiB or a size like 512M or 2G")
         }
-        let mib = value * factor
-        guard mib >= 64, mib <= 1 << 20 else {
-            throw StasisError(.invalidArgument, "memory size \(text) is out of range: use 64M to 1024G")
+        guard !digits.isEmpty else {
+            throw StasisError(.invalidArgument, "invalid memory size '\(text)': use a number of MiB or a size like 512M or 2G")
+        }
+        let (mib, overflow) = (Int(digits) ?? .max).multipliedReportingOverflow(by: factor)
+        guard !overflow, mib >= 64, mib <= 1 << 20 else {
+            throw StasisError(.invalidArgument, "memory size '\(text)' is out of range: use 64M to 1024G, e.g. 512M or 2G")
         }
         return mib
     }
@@ -74,7 +75,13 @@ public struct PortForward: Codable, Sendable, Equatable, CustomStringConvertible
         switch parts.count {
         case 1: self.init(hostPort: try port(parts[0]), guestPort: try port(parts[0]))
         case 2: self.init(hostPort: try port(parts[0]), guestPort: try port(parts[1]))
-        case 3: self.init(hostAddress: parts[0].isEmpty ? "127.0.0.1" : parts[0], hostPort: try port(parts[1]), guestPort: try port(parts[2]))
+        case 3:
+            let address = parts[0].isEmpty ? "127.0.0.1" : parts[0]
+            var parsed = in_addr()
+            guard inet_pton(AF_INET, address, &parsed) == 1 else {
+                throw StasisError(.invalidArgument, "invalid address '\(address)' in -p \(text): use an IPv4 address, e.g. -p 127.0.0.1:8080:80")
+            }
+            self.init(hostAddress: address, hostPort: try port(parts[1]), guestPort: try port(parts[2]))
         default: throw StasisError(.invalidArgument, "invalid -p \(text): use [ADDR:]HOSTPORT:GUESTPORT, e.g. -p 8080:80")
         }
     }
@@ -126,4 +133,3 @@ public enum AcceleratorPreference: String, Codable, Sendable, CaseIterable {
     case auto, kvm, tcg
 }
 
-import Foundation

@@ -19,7 +19,11 @@ public enum HostTool {
         workingDirectory: URL? = nil,
         outputLimit: Int = 4 << 20
     ) async throws -> Output {
-        let executable: Executable = program.contains("/") ? .path(.init(program)) : .name(program)
+        let found = program.contains("/") ? (access(program, X_OK) == 0 ? program : nil) : which(program)
+        guard let found else {
+            throw StasisError(.missingDependency, "\(program) is not installed (or not executable): run scripts/setup.sh")
+        }
+        let executable: Executable = .path(.init(found))
         var env: Environment = .inherit
         if !environment.isEmpty {
             env = .inherit.updating(Dictionary(uniqueKeysWithValues: environment.map { (Environment.Key(stringLiteral: $0.key), Optional($0.value)) }))
@@ -35,10 +39,7 @@ public enum HostTool {
                 error: .string(limit: outputLimit)
             )
         } catch {
-            throw StasisError(
-                .missingDependency,
-                "cannot start \(program): is it installed? Run scripts/setup.sh",
-                cause: error)
+            throw StasisError(.toolFailed, "running \(program) failed", cause: error)
         }
         let output = Output(standardOutput: result.standardOutput, standardError: result.standardError)
         guard result.terminationStatus.isSuccess else {

@@ -80,6 +80,7 @@ public actor AgentClient {
                 while let body = decoder.next() {
                     guard let envelope = try? Codec.decodeGuest(body) else { continue }
                     dispatch(envelope)
+                    if guestInfo != nil { decoder.markSynchronized() }
                 }
             }
             fail(StasisError(.guestFailure, "the guest agent closed the connection (did the machine stop?)"))
@@ -198,7 +199,7 @@ public actor AgentClient {
         return try await withCheckedThrowingContinuation { c in
             replies[id] = c
             Task {
-                do { try await self.send(id, message) } catch { await self.failRequest(id, error) }
+                do { try await self.send(id, message) } catch { self.failRequest(id, error) }
             }
         }
     }
