@@ -21,6 +21,8 @@ public struct BootArtifacts: Sendable {
 public protocol MachineEngine: Sendable {
     /// Short name recorded with each machine ("qemu").
     var name: String { get }
+    /// Throws a clear error if a program the engine needs for `spec` is missing.
+    func checkInstalled(for spec: MachineSpec) throws
     /// Prepares the run folder (disk overlay, …) and starts the monitor process detached from
     /// the caller, so the machine outlives it. Returns the process id.
     func start(_ record: MachineRecord, paths: MachinePaths, boot: BootArtifacts, accelerator: AcceleratorChoice) async throws -> Int32

@@ -11,11 +11,17 @@ public struct QEMUEngine: MachineEngine {
         self.qemuBinary = qemuBinary
     }
 
+    public func checkInstalled(for spec: MachineSpec) throws {
+        var needed = [(qemuBinary, "qemu-system-x86"), ("qemu-img", "qemu-utils")]
+        if !spec.allowedHosts.isEmpty { needed.append(("socat", "socat")) }
+        for (program, package) in needed where HostTool.which(program) == nil && !(program.contains("/") && access(program, X_OK) == 0) {
+            throw StasisError(.missingDependency, "\(program) is not installed: run scripts/setup.sh (or apt-get install \(package))")
+        }
+    }
+
     public func start(_ record: MachineRecord, paths: MachinePaths, boot: BootArtifacts, accelerator: AcceleratorChoice) async throws -> Int32 {
         try paths.checkSocketPathLength()
-        guard HostTool.which(qemuBinary) != nil || qemuBinary.contains("/") else {
-            throw StasisError(.missingDependency, "\(qemuBinary) is not installed: run scripts/setup.sh (or apt-get install qemu-system-x86)")
-        }
+        try checkInstalled(for: record.spec)
         if !FileManager.default.fileExists(atPath: paths.disk.path) {
             try await HostTool.run("qemu-img", ["create", "-q", "-f", "qcow2", "-b", boot.imageDisk.path, "-F", "raw", paths.disk.path])
         }

@@ -82,8 +82,9 @@ struct Run: AsyncParsableCommand {
         let argv = command.first == "--" ? Array(command.dropFirst()) : command
         let request = try process.request(argv.isEmpty ? ["/bin/sh"] : argv,
                                           detach: detach, outputPath: detach ? "/dev/console" : "")
-        let boot = try await BootArtifacts.resolve(home: home, image: image)
         let store = MachineStore(home: home)
+        try store.engine.checkInstalled(for: spec)
+        let boot = try await BootArtifacts.resolve(home: home, image: image)
         let record = try store.create(name: name, spec: spec, autoRemove: rm)
         let machine = Machine(record: record, store: store)
         let clock = ContinuousClock()
