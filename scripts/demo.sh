@@ -22,7 +22,7 @@ step "exec: true"                                 "$stasis" exec demo true
 step "exec: uname -a"                             "$stasis" exec demo uname -a
 step "exec: cat /etc/os-release | head -2"        "$stasis" exec demo sh -c 'head -2 /etc/os-release'
 step "exec: write and read back 10 MiB"           "$stasis" exec demo sh -c 'head -c 10M /dev/urandom > /root/data && sha256sum /root/data'
-step "exec: ps"                                   "$stasis" exec demo ps -e -o pid,comm
+step "exec: ps (user processes)"                    "$stasis" exec demo ps --ppid 2 -p 2 --deselect -o pid,user,args
 "$stasis" ps
 step "stop (clean shutdown)"                      "$stasis" stop demo
 step "rm"                                         "$stasis" rm demo
