@@ -10,12 +10,14 @@ let package = Package(
         .executable(name: "stasis-bench", targets: ["stasis-bench"]),
         .library(name: "Machines", targets: ["Machines"]),
         .library(name: "Images", targets: ["Images"]),
+        .library(name: "Snapshots", targets: ["Snapshots"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-subprocess", from: "1.0.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // C shim: variadic ioctl, mount, module loading, process spawning, and the /proc constructor.
@@ -26,6 +28,7 @@ let package = Package(
             dependencies: [
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         // Kernel, initramfs, root filesystems and disk images.
@@ -45,17 +48,19 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Snapshots of running machines: manifest, checksums, restore and fork.
+        .target(name: "Snapshots", dependencies: ["StasisCore", "Images", "Machines", "Guest"]),
         .executableTarget(
             name: "stasis",
             dependencies: [
-                "StasisCore", "Images", "Machines", "Guest",
+                "StasisCore", "Images", "Machines", "Guest", "Snapshots",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .executableTarget(
             name: "stasis-bench",
             dependencies: [
-                "StasisCore", "Images", "Machines", "Guest",
+                "StasisCore", "Images", "Machines", "Guest", "Snapshots",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -63,5 +68,6 @@ let package = Package(
         .testTarget(name: "GuestTests", dependencies: ["Guest"]),
         .testTarget(name: "ImagesTests", dependencies: ["Images", "StasisCore"]),
         .testTarget(name: "MachinesTests", dependencies: ["Machines", "Images", "StasisCore", "Guest"]),
+        .testTarget(name: "SnapshotsTests", dependencies: ["Snapshots", "Machines", "Images", "StasisCore", "Guest"]),
     ]
 )

@@ -7,6 +7,11 @@ public struct AcceleratorChoice: Sendable, Equatable {
     public var kind: Kind
     public var reason: String
 
+    public init(kind: Kind, reason: String) {
+        self.kind = kind
+        self.reason = reason
+    }
+
     /// Picks KVM where it can run a stock guest kernel, TCG otherwise. `/dev/kvm` backed by the
     /// nested `kvm_pvm` module cannot (emulation failure on cmpxchg16b), so it means TCG.
     public static func choose(_ preference: AcceleratorPreference, systemRoot: String = "") -> AcceleratorChoice {

@@ -28,7 +28,7 @@ public actor Machine {
     public var name: String { record.name }
     public var state: MachineState { record.state }
 
-    private func move(to next: MachineState, _ update: (inout MachineRecord) -> Void = { _ in }) throws {
+    func move(to next: MachineState, _ update: (inout MachineRecord) -> Void = { _ in }) throws {
         // Another process may have changed the record: start from what is on disk.
         if let onDisk = try? store.load(id: record.id) { record = onDisk }
         guard record.state == next || record.state.canMove(to: next) else {
@@ -55,6 +55,8 @@ public actor Machine {
             $0.accelerator = accel.kind.rawValue
             $0.acceleratorReason = accel.reason
             $0.kernel = boot.kernelVersion
+            $0.diskBase = boot.imageDisk.path
+            $0.diskBaseFormat = "raw"
         }
         let pid: Int32
         do {
@@ -72,12 +74,17 @@ public actor Machine {
             try move(to: .running)
             return info ?? GuestInfo(agentVersion: 0, kernelRelease: "", hostname: record.name, uptimeNanoseconds: 0, generation: 0)
         } catch {
-            await engine.kill(pid: pid, paths: paths)
-            _ = await engine.waitForExit(pid: pid, machineID: record.id, timeout: .seconds(5))
-            let tail = store.consoleTail(record.id)
-            try? move(to: .failed) { $0.pid = nil; $0.failure = "\(error)\nConsole log tail:\n\(tail)" }
-            throw StasisError(.guestFailure, "machine \(record.name) did not come up: \(error)\nConsole log tail:\n\(tail)")
+            try await failStart(pid: pid, error)
         }
+    }
+
+    /// A start that did not reach an answering guest: kill what is left, record why, rethrow.
+    func failStart(pid: Int32, _ error: any Error) async throws -> Never {
+        await engine.kill(pid: pid, paths: paths)
+        _ = await engine.waitForExit(pid: pid, machineID: record.id, timeout: .seconds(5))
+        let tail = store.consoleTail(record.id)
+        try? move(to: .failed) { $0.pid = nil; $0.failure = "\(error)\nConsole log tail:\n\(tail)" }
+        throw StasisError(.guestFailure, "machine \(record.name) did not come up: \(error)\nConsole log tail:\n\(tail)")
     }
 
     /// Connects to the guest agent on a port no other client holds and runs `body`.

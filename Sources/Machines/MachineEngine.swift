@@ -44,3 +44,39 @@ extension MachineEngine {
         return !isAlive(pid: pid, machineID: machineID)
     }
 }
+
+/// What a paused machine's snapshot captured, as the engine reports it.
+public struct SavedState: Sendable {
+    /// How long the guest was paused.
+    public var paused: Duration
+    /// Whether guest RAM is in the state file (false: it stays in the memory file).
+    public var ramInState: Bool
+}
+
+/// Where a restore takes its state from.
+public struct RestoreSource: Sendable {
+    /// The device state (and, if `ramInState`, the RAM) as the engine saved it.
+    public var state: URL
+    public var ramInState: Bool
+
+    public init(state: URL, ramInState: Bool) {
+        self.state = state
+        self.ramInState = ramInState
+    }
+}
+
+/// Optional engine abilities: snapshot and restore. Engines without them throw `.unsupported`.
+public protocol SnapshottingEngine: MachineEngine {
+    /// The engine's version, recorded in snapshots: device state is only loadable by the same.
+    func version() async throws -> String
+    /// The device list, in order, that `record` would get; restore compares it with the snapshot's.
+    func deviceLayout(_ record: MachineRecord, accelerator: AcceleratorChoice) -> [String]
+    /// Pauses the guest and writes its device state to `state`. Then either ends the process, or
+    /// (with `freezeDiskTo`) moves the guest onto a new disk overlay, calls `whilePaused` (to copy
+    /// RAM, say) and resumes it.
+    func saveState(pid: Int32, record: MachineRecord, paths: MachinePaths, to state: URL,
+                   leaveRunningOn newDisk: URL?, whilePaused: @Sendable () async throws -> Void) async throws -> SavedState
+    /// Starts a process that loads `source` instead of booting, and resumes it.
+    func restore(_ record: MachineRecord, paths: MachinePaths, from source: RestoreSource,
+                 accelerator: AcceleratorChoice) async throws -> Int32
+}

@@ -16,6 +16,10 @@ public struct MachinePaths: Sendable {
     public var pidFile: URL { directory.appendingPathComponent("qemu.pid") }
     public var memory: URL { directory.appendingPathComponent("memory") }
     public var disk: URL { directory.appendingPathComponent("disk.qcow2") }
+    /// The overlay the machine writes now.
+    public func disk(of record: MachineRecord) -> URL { record.diskFile.map { directory.appendingPathComponent($0) } ?? disk }
+    /// The guest RAM file the machine maps.
+    public func memory(of record: MachineRecord) -> URL { record.memoryFile.map { URL(fileURLWithPath: $0) } ?? memory }
     public var lock: URL { directory.appendingPathComponent("lock") }
     /// Host end of the guest agent's port `index`.
     public func agentSocket(_ index: Int) -> URL { directory.appendingPathComponent("agent\(index).sock") }

@@ -23,6 +23,22 @@ public struct MachineRecord: Codable, Sendable, Equatable {
     public var autoRemove: Bool
     /// Which engine runs it.
     public var engine: String
+    /// The disk overlay the machine writes, in its run folder (it changes when a snapshot leaves
+    /// the machine running: the old overlay is frozen and a new one goes on top).
+    public var diskFile: String?
+    /// Guest RAM: the backing file and whether it is mapped shared (a snapshot can then skip
+    /// copying RAM) or private over a snapshot's memory (forks share it copy-on-write).
+    public var memoryFile: String?
+    public var memoryShared: Bool?
+    /// The snapshot the machine was restored from, if any.
+    public var restoredFrom: String?
+    /// The lowest disk layer outside the run folder (the image, or the snapshot restored from) and
+    /// its format: a snapshot's disk collapses everything above it, so that no snapshot's layer
+    /// chain ever points into a machine's run folder.
+    public var diskBase: String?
+    public var diskBaseFormat: String?
+    /// Bumped on every restore; the guest can read it in /run/stasis/generation.
+    public var generation: UInt64?
 
     public init(id: String, name: String, spec: MachineSpec, autoRemove: Bool, engine: String) {
         self.id = id

@@ -15,6 +15,7 @@ struct Stasis: AsyncParsableCommand {
         version: "0.1.0",
         subcommands: [
             Run.self, Exec.self, PS.self, Logs.self, Stop.self, Remove.self,
+            SnapshotCommand.self, Snapshots.self, Restore.self, Fork.self,
             ImageCommand.self, Images.self, Doctor.self,
         ]
     )

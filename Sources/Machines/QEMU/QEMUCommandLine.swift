@@ -9,13 +9,16 @@ public struct QEMUCommandLine: Sendable {
     public var boot: BootArtifacts
     public var accelerator: AcceleratorChoice
     public var tscKHz: Int?
+    /// Start waiting for a migration stream instead of booting (`-incoming defer`).
+    public var incoming: Bool
 
-    public init(record: MachineRecord, paths: MachinePaths, boot: BootArtifacts, accelerator: AcceleratorChoice, tscKHz: Int?) {
+    public init(record: MachineRecord, paths: MachinePaths, boot: BootArtifacts, accelerator: AcceleratorChoice, tscKHz: Int?, incoming: Bool = false) {
         self.record = record
         self.paths = paths
         self.boot = boot
         self.accelerator = accelerator
         self.tscKHz = tscKHz
+        self.incoming = incoming
     }
 
     /// The guest's address on QEMU's user network.
@@ -57,6 +60,17 @@ public struct QEMUCommandLine: Sendable {
         return parts.joined(separator: ",")
     }
 
+    /// The machine and its devices, in order, without paths: what a snapshot's device state
+    /// depends on. Restore refuses a snapshot whose layout differs from the one it would build.
+    public var deviceLayout: [String] {
+        var layout = ["microvm", "cpu=\(accelerator.kind == .kvm ? "host" : "max")", "memory=\(record.spec.memoryMiB)M",
+                      "smp=\(record.spec.cpus)", "virtio-serial-device"]
+        layout += AgentProtocol.portNames.map { "virtserialport:\($0)" }
+        layout += ["virtio-blk-device", "virtio-rng-device"]
+        if record.spec.network != .none { layout.append("virtio-net-device") }
+        return layout
+    }
+
     /// Arguments after the program name.
     public var arguments: [String] {
         let accel = accelerator.kind == .kvm ? "kvm" : "tcg,thread=multi"
@@ -64,12 +78,18 @@ public struct QEMUCommandLine: Sendable {
             "-name", "stasis-\(record.id),process=stasis-\(record.id)",
             "-M", "microvm", "-accel", accel, "-cpu", accelerator.kind == .kvm ? "host" : "max",
             "-m", "\(record.spec.memoryMiB)M", "-smp", "\(record.spec.cpus)",
-            "-kernel", boot.kernel.path, "-initrd", boot.initramfs.path, "-append", kernelCommandLine,
+        ]
+        // A restored guest's kernel is already in its RAM.
+        if !incoming {
+            a += ["-kernel", boot.kernel.path, "-initrd", boot.initramfs.path, "-append", kernelCommandLine]
+        }
+        a += [
             "-display", "none", "-monitor", "none", "-no-reboot",
             "-chardev", "file,id=serial0,path=\(paths.console.path),append=on", "-serial", "chardev:serial0",
             "-qmp", "unix:\(paths.qmpSocket.path),server=on,wait=off",
-            // Guest RAM lives in a file so that a snapshot need not copy it (x-ignore-shared).
-            "-object", "memory-backend-file,id=mem,size=\(record.spec.memoryMiB)M,mem-path=\(paths.memory.path),share=on",
+            // Guest RAM lives in a file so that a snapshot need not copy it (x-ignore-shared); a
+            // fork maps its snapshot's file privately, copy-on-write.
+            "-object", "memory-backend-file,id=mem,size=\(record.spec.memoryMiB)M,mem-path=\(paths.memory(of: record).path),share=\(record.memoryShared == false ? "off" : "on")",
             "-machine", "memory-backend=mem",
             "-device", "virtio-serial-device,id=vser0",
         ]
@@ -77,13 +97,14 @@ public struct QEMUCommandLine: Sendable {
             a += ["-chardev", "socket,id=\(name),path=\(paths.agentSocket(i).path),server=on,wait=off",
                   "-device", "virtserialport,bus=vser0.0,chardev=\(name),name=\(name),id=port\(i)"]
         }
-        a += ["-drive", "id=d0,if=none,file=\(paths.disk.path),format=qcow2,cache=writeback,discard=unmap",
+        a += ["-drive", "id=d0,if=none,file=\(paths.disk(of: record).path),format=qcow2,cache=writeback,discard=unmap",
               "-device", "virtio-blk-device,drive=d0,id=blk0",
               "-object", "rng-random,id=rng0,filename=/dev/urandom",
               "-device", "virtio-rng-device,rng=rng0,id=rng0dev"]
         if let netdev {
             a += ["-netdev", netdev, "-device", "virtio-net-device,netdev=n0,id=net0,mac=\(macAddress)"]
         }
+        if incoming { a += ["-incoming", "defer"] }
         a += ["-daemonize", "-pidfile", paths.pidFile.path]
         return a
     }

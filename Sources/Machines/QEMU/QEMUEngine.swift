@@ -22,14 +22,19 @@ public struct QEMUEngine: MachineEngine {
     public func start(_ record: MachineRecord, paths: MachinePaths, boot: BootArtifacts, accelerator: AcceleratorChoice) async throws -> Int32 {
         try paths.checkSocketPathLength()
         try checkInstalled(for: record.spec)
-        if !FileManager.default.fileExists(atPath: paths.disk.path) {
-            try await HostTool.run("qemu-img", ["create", "-q", "-f", "qcow2", "-b", boot.imageDisk.path, "-F", "raw", paths.disk.path])
+        let disk = paths.disk(of: record)
+        if !FileManager.default.fileExists(atPath: disk.path) {
+            try await HostTool.run("qemu-img", ["create", "-q", "-f", "qcow2", "-b", boot.imageDisk.path, "-F", "raw", disk.path])
         }
+        return try await launch(QEMUCommandLine(record: record, paths: paths, boot: boot, accelerator: accelerator,
+                                                tscKHz: AcceleratorChoice.hostTSCkHz()), paths: paths)
+    }
+
+    /// Starts QEMU detached (-daemonize) and returns its pid once it has opened its sockets.
+    func launch(_ commandLine: QEMUCommandLine, paths: MachinePaths) async throws -> Int32 {
         for i in 0 ..< 4 { unlink(paths.agentSocket(i).path) }
         unlink(paths.qmpSocket.path)
         unlink(paths.pidFile.path)
-        let commandLine = QEMUCommandLine(record: record, paths: paths, boot: boot, accelerator: accelerator,
-                                          tscKHz: AcceleratorChoice.hostTSCkHz())
         try AtomicFile.write(Data((([qemuBinary] + commandLine.arguments).joined(separator: " ") + "\n").utf8),
                              to: paths.directory.appendingPathComponent("cmdline"))
         // -daemonize: the command returns once QEMU has opened its sockets, and QEMU lives on

@@ -1,0 +1,184 @@
+import Foundation
+import Guest
+import StasisCore
+
+extension Machine {
+    /// What `capture` wrote into a snapshot folder.
+    public struct Capture: Sendable {
+        /// The machine as it was when paused.
+        public var record: MachineRecord
+        public var state: URL
+        /// The guest RAM file, or nil when RAM is in the state file.
+        public var memory: URL?
+        /// The disk: everything written since `diskBase`, with `diskBase` as its backing file.
+        public var disk: URL
+        public var diskBase: String
+        public var paused: Duration
+        public var engineVersion: String
+        public var deviceLayout: [String]
+    }
+
+    private var snapshotEngine: any SnapshottingEngine {
+        get throws {
+            guard let engine = store.engine as? any SnapshottingEngine else {
+                throw StasisError(.unsupported, "the \(store.engine.name) engine cannot snapshot machines")
+            }
+            return engine
+        }
+    }
+
+    /// Pauses the machine and writes its whole execution state into `directory` (device state,
+    /// RAM, disk). Without `leaveRunning` the machine is stopped afterwards; with it, the guest
+    /// resumes on a new disk overlay after a short pause.
+    public func capture(into directory: URL, leaveRunning: Bool) async throws -> Capture {
+        let engine = try snapshotEngine
+        let current = try refresh()
+        guard current.state == .running, let pid = current.pid else {
+            throw StasisError(.invalidState, "machine \(current.name) is \(current.state.rawValue): only a running machine can be snapshotted")
+        }
+        guard let base = current.diskBase, let baseFormat = current.diskBaseFormat else {
+            throw StasisError(.invalidState, "machine \(current.name) was started by an older stasis and cannot be snapshotted")
+        }
+        let accel = AcceleratorChoice(kind: current.accelerator == "kvm" ? .kvm : .tcg, reason: "")
+        let version = try await engine.version()
+        let state = directory.appendingPathComponent("state")
+        let memoryOut = directory.appendingPathComponent("memory")
+        let diskOut = directory.appendingPathComponent("disk.qcow2")
+        let memory = paths.memory(of: current)
+        let ramInFile = current.memoryShared != false
+        let disk = paths.disk(of: current)
+
+        let saved: SavedState
+        if leaveRunning {
+            let next = "disk-\(UInt32.random(in: 0 ... .max)).qcow2"
+            saved = try await engine.saveState(pid: pid, record: current, paths: paths, to: state,
+                                               leaveRunningOn: paths.directory.appendingPathComponent(next)) {
+                // The guest is paused: its RAM file holds exactly the state being saved.
+                if ramInFile { try await Self.copySparse(memory, to: memoryOut) }
+            }
+            try move(to: .running) { $0.diskFile = next }
+        } else {
+            saved = try await engine.saveState(pid: pid, record: current, paths: paths, to: state, leaveRunningOn: nil) {}
+            _ = await engine.waitForExit(pid: pid, machineID: id, timeout: .seconds(10))
+            try move(to: .stopping)
+            try move(to: .stopped) { $0.pid = nil }
+            // QEMU is gone: the RAM file is the snapshot's memory as it stands.
+            if ramInFile { try Self.link(memory, to: memoryOut) }
+        }
+        // The disk layers above the base (the frozen overlay and any kept in the run folder by
+        // earlier snapshots) collapse into one file whose backing is the base.
+        try await HostTool.run("qemu-img", ["convert", "-U", "-O", "qcow2", "-B", base, "-F", baseFormat, disk.path, diskOut.path])
+        return Capture(record: current, state: state, memory: ramInFile ? memoryOut : nil, disk: diskOut, diskBase: base,
+                       paused: saved.paused, engineVersion: version, deviceLayout: engine.deviceLayout(current, accelerator: accel))
+    }
+
+    /// How a restored machine gets its RAM.
+    public enum MemoryMode: Sendable {
+        /// Its own sparse copy of the snapshot's RAM, mapped shared: cheap to snapshot again.
+        case copy
+        /// The snapshot's RAM file mapped private, copy-on-write: forks share its pages.
+        case shareCopyOnWrite
+    }
+
+    /// What a restore needs from a snapshot.
+    public struct RestoreInput: Sendable {
+        public var snapshotID: String
+        public var spec: MachineSpec
+        public var state: URL
+        public var memory: URL?
+        public var disk: URL
+        public var generation: UInt64
+        public var accelerator: String?
+        /// The guest kernel running in the snapshot.
+        public var kernel: String
+
+        public init(snapshotID: String, spec: MachineSpec, state: URL, memory: URL?, disk: URL, generation: UInt64, accelerator: String?, kernel: String) {
+            self.kernel = kernel
+            self.snapshotID = snapshotID
+            self.spec = spec
+            self.state = state
+            self.memory = memory
+            self.disk = disk
+            self.generation = generation
+            self.accelerator = accelerator
+        }
+    }
+
+    /// Creates a machine from a snapshot and brings it back running: clock set, RNG reseeded,
+    /// generation bumped, hostname set to the new name.
+    public static func restore(_ input: RestoreInput, name: String?, memoryMode: MemoryMode, store: MachineStore) async throws -> Machine {
+        guard let engine = store.engine as? any SnapshottingEngine else {
+            throw StasisError(.unsupported, "the \(store.engine.name) engine cannot restore snapshots")
+        }
+        var record = try store.create(name: name, spec: input.spec, autoRemove: false)
+        let paths = MachinePaths(home: store.home, id: record.id)
+        let machine = Machine(record: record, store: store)
+        do {
+            try await HostTool.run("qemu-img", ["create", "-q", "-f", "qcow2", "-b", input.disk.path, "-F", "qcow2", paths.disk.path])
+            record.diskBase = input.disk.path
+            record.diskBaseFormat = "qcow2"
+            record.restoredFrom = input.snapshotID
+            record.kernel = input.kernel
+            record.generation = input.generation + 1
+            switch (input.memory, memoryMode) {
+            case (nil, _):
+                record.memoryShared = true  // RAM comes in the state stream, into a new file
+            case (let memory?, .copy):
+                try await copySparse(memory, to: paths.memory)
+                record.memoryShared = true
+            case (let memory?, .shareCopyOnWrite):
+                record.memoryFile = memory.path
+                record.memoryShared = false
+            }
+            try store.save(record)
+        } catch {
+            try? store.delete(id: record.id)
+            throw error
+        }
+        // The machine re-reads its record from the store before each state change.
+        try await machine.resume(from: RestoreSource(state: input.state, ramInState: input.memory == nil), engine: engine,
+                                 accelerator: input.accelerator)
+        return machine
+    }
+
+    private func resume(from source: RestoreSource, engine: any SnapshottingEngine, accelerator: String?) async throws {
+        let accel = accelerator == "kvm" ? AcceleratorChoice(kind: .kvm, reason: "the snapshot was made under KVM")
+                                         : AcceleratorChoice(kind: .tcg, reason: "the snapshot was made under TCG")
+        try move(to: .starting) {
+            $0.started = Date()
+            $0.accelerator = accel.kind.rawValue
+            $0.acceleratorReason = accel.reason
+        }
+        let pid: Int32
+        do {
+            pid = try await engine.restore(record, paths: paths, from: source, accelerator: accel)
+        } catch {
+            try? move(to: .failed) { $0.failure = "\(error)" }
+            throw error
+        }
+        try move(to: .starting) { $0.pid = pid }
+        let name = record.name
+        let generation = record.generation ?? 1
+        do {
+            try await withAgent(timeout: .seconds(30)) { agent in
+                try await agent.setClock()
+                try await agent.reseedRandom()
+                try await agent.setHostname(name)
+                try await agent.setGeneration(generation)
+            }
+            try move(to: .running)
+        } catch {
+            try await failStart(pid: pid, error)
+        }
+    }
+
+    static func copySparse(_ source: URL, to target: URL) async throws {
+        try await HostTool.run("cp", ["--sparse=always", source.path, target.path])
+    }
+
+    static func link(_ source: URL, to target: URL) throws {
+        guard Foundation.link(source.path, target.path) == 0 else {
+            throw StasisError(.ioFailure, "cannot link \(source.path) into the snapshot", cause: Errno())
+        }
+    }
+}

@@ -1,0 +1,90 @@
+import Foundation
+import StasisCore
+
+extension QEMUEngine: SnapshottingEngine {
+    public func version() async throws -> String {
+        let out = try await HostTool.run(qemuBinary, ["--version"]).standardOutput
+        return out.split(separator: "\n").first.map(String.init) ?? "unknown"
+    }
+
+    public func deviceLayout(_ record: MachineRecord, accelerator: AcceleratorChoice) -> [String] {
+        QEMUCommandLine(record: record, paths: MachinePaths(home: StasisHome(root: URL(fileURLWithPath: "/")), id: record.id),
+                        boot: BootArtifacts(kernel: URL(fileURLWithPath: "/"), initramfs: URL(fileURLWithPath: "/"),
+                                            kernelVersion: "", imageDisk: URL(fileURLWithPath: "/")),
+                        accelerator: accelerator, tscKHz: nil).deviceLayout
+    }
+
+    /// The proven sequence (DESIGN.md): with RAM in a shared file, `x-ignore-shared` leaves it out
+    /// of the stream, so only device state (tens of KB) is written while the guest is paused.
+    public func saveState(pid: Int32, record: MachineRecord, paths: MachinePaths, to state: URL,
+                          leaveRunningOn newDisk: URL?, whilePaused: @Sendable () async throws -> Void) async throws -> SavedState {
+        let ramInFile = record.memoryShared != false
+        let clock = ContinuousClock()
+        return try await QMPClient.connect(socketPath: paths.qmpSocket.path) { qmp in
+            try await qmp.execute("migrate-set-capabilities", ["capabilities": [["capability": "x-ignore-shared", "state": ramInFile] as [String: any Sendable]] as [any Sendable]])
+            let pausedAt = clock.now
+            try await qmp.execute("stop")
+            do {
+                try await qmp.execute("migrate", ["uri": "exec:cat > '\(state.path)'"])
+                try await Self.waitForMigration(qmp)
+                if let newDisk {
+                    try await qmp.execute("blockdev-snapshot-sync", ["device": "d0", "snapshot-file": newDisk.path, "format": "qcow2"])
+                    try await whilePaused()
+                    try await qmp.execute("cont")
+                } else {
+                    try await qmp.execute("quit")
+                }
+            } catch {
+                // Never leave a guest paused because a snapshot failed.
+                if newDisk != nil { _ = try? await qmp.execute("cont") }
+                throw error
+            }
+            return SavedState(paused: clock.now - pausedAt, ramInState: !ramInFile)
+        }
+    }
+
+    private static func waitForMigration(_ qmp: QMPClient) async throws {
+        while true {
+            let status = try await qmp.execute("query-migrate") as? [String: any Sendable]
+            switch status?["status"] as? String {
+            case "completed": return
+            case "failed", "cancelled":
+                throw StasisError(.toolFailed, "QEMU could not save the machine state: \(status?["error-desc"] as? String ?? "migration failed")")
+            default: try await Task.sleep(for: .milliseconds(1))
+            }
+        }
+    }
+
+    public func restore(_ record: MachineRecord, paths: MachinePaths, from source: RestoreSource,
+                        accelerator: AcceleratorChoice) async throws -> Int32 {
+        try paths.checkSocketPathLength()
+        try checkInstalled(for: record.spec)
+        let commandLine = QEMUCommandLine(record: record, paths: paths,
+                                          boot: BootArtifacts(kernel: URL(fileURLWithPath: "/"), initramfs: URL(fileURLWithPath: "/"),
+                                                              kernelVersion: "", imageDisk: URL(fileURLWithPath: "/")),
+                                          accelerator: accelerator, tscKHz: nil, incoming: true)
+        let pid = try await launch(commandLine, paths: paths)
+        do {
+            try await QMPClient.connect(socketPath: paths.qmpSocket.path) { qmp in
+                try await qmp.execute("migrate-set-capabilities", ["capabilities": [["capability": "x-ignore-shared", "state": !source.ramInState] as [String: any Sendable]] as [any Sendable]])
+                try await qmp.execute("migrate-incoming", ["uri": "exec:cat '\(source.state.path)'"])
+                while true {
+                    let status = try await qmp.execute("query-status") as? [String: any Sendable]
+                    switch status?["status"] as? String {
+                    case "inmigrate": try await Task.sleep(for: .milliseconds(1))
+                    case "paused", "postmigrate", "prelaunch":
+                        try await qmp.execute("cont")
+                        return
+                    case "running": return
+                    case let other:
+                        throw StasisError(.toolFailed, "QEMU could not load the machine state (status \(other ?? "unknown"))")
+                    }
+                }
+            }
+        } catch {
+            Foundation.kill(pid, SIGKILL)
+            throw error
+        }
+        return pid
+    }
+}

@@ -1,0 +1,147 @@
+import Foundation
+import Machines
+import StasisCore
+
+/// The snapshots under `$STASIS_HOME/snapshots`. A snapshot is built in a hidden staging folder
+/// (held with a lock by the process building it), its manifest written last, and the folder
+/// renamed into place: it exists whole or not at all.
+public struct SnapshotStore: Sendable {
+    public let home: StasisHome
+
+    public init(home: StasisHome) { self.home = home }
+
+    /// The folder of snapshot `id`.
+    public func directory(_ id: String) -> URL { home.snapshots.appendingPathComponent(id) }
+
+    /// A new staging folder and the lock that marks it as being built.
+    func stage() throws -> (id: String, directory: URL, lock: FileLock) {
+        try home.prepare()
+        sweepAbandonedStaging()
+        let id = (0 ..< 6).map { _ in String(format: "%02x", UInt8.random(in: 0 ... 255)) }.joined()
+        let dir = home.snapshots.appendingPathComponent(".staging-\(id)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let lock = try FileLock.acquire(dir.appendingPathComponent(".lock"))
+        return (id, dir, lock)
+    }
+
+    /// Makes a staged snapshot real: fsync every part, write the manifest, rename the folder.
+    func commit(_ manifest: SnapshotManifest, staged: URL) throws {
+        for part in manifest.parts { try AtomicFile.syncFile(staged.appendingPathComponent(part.file)) }
+        try AtomicFile.writeJSON(manifest, to: staged.appendingPathComponent("manifest.json"))
+        try AtomicFile.rename(staged, over: directory(manifest.id))
+        try? FileManager.default.removeItem(at: directory(manifest.id).appendingPathComponent(".lock"))
+    }
+
+    /// Deletes staging folders whose builder died (nobody holds their lock).
+    func sweepAbandonedStaging() {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: home.snapshots.path)) ?? []
+        for name in names where name.hasPrefix(".staging-") {
+            let dir = home.snapshots.appendingPathComponent(name)
+            if let lock = try? FileLock.tryAcquire(dir.appendingPathComponent(".lock")) {
+                try? FileManager.default.removeItem(at: dir)
+                withExtendedLifetime(lock) {}
+            }
+        }
+    }
+
+    /// Reads one snapshot's manifest.
+    public func manifest(_ id: String) throws -> SnapshotManifest {
+        let url = directory(id).appendingPathComponent("manifest.json")
+        guard FileManager.default.fileExists(atPath: url.path) else {
+            throw StasisError(.notFound, "no snapshot '\(id)': `stasis snapshots` lists them")
+        }
+        let manifest = try AtomicFile.readJSON(SnapshotManifest.self, from: url)
+        guard manifest.format == SnapshotManifest.currentFormat else {
+            throw StasisError(.unsupported, "snapshot \(id) has format \(manifest.format); this stasis reads format \(SnapshotManifest.currentFormat)")
+        }
+        return manifest
+    }
+
+    /// Every complete snapshot, oldest first.
+    public func list() throws -> [SnapshotManifest] {
+        sweepAbandonedStaging()
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: home.snapshots.path)) ?? []
+        return names.filter { !$0.hasPrefix(".") }.compactMap { try? manifest($0) }.sorted { $0.created < $1.created }
+    }
+
+    /// Finds a snapshot by id, unique id prefix, or tag (the newest with that tag).
+    public func find(_ reference: String) throws -> SnapshotManifest {
+        guard !reference.isEmpty else { throw StasisError(.invalidArgument, "no snapshot given") }
+        let all = try list()
+        if let exact = all.first(where: { $0.id == reference }) { return exact }
+        let prefixed = all.filter { $0.id.hasPrefix(reference) }
+        if prefixed.count == 1 { return prefixed[0] }
+        if prefixed.count > 1 {
+            throw StasisError(.invalidArgument, "'\(reference)' matches several snapshots: give more of the id")
+        }
+        if let tagged = all.last(where: { $0.tag == reference }) { return tagged }
+        throw StasisError(.notFound, "no snapshot '\(reference)': `stasis snapshots` lists them")
+    }
+
+    /// Checks every part against its size and digest, so that a damaged snapshot is refused
+    /// before QEMU ever reads it.
+    public func verify(_ manifest: SnapshotManifest) throws {
+        let dir = directory(manifest.id)
+        for part in manifest.parts {
+            let url = dir.appendingPathComponent(part.file)
+            guard let attributes = try? FileManager.default.attributesOfItem(atPath: url.path),
+                  let size = attributes[.size] as? UInt64 else {
+                throw StasisError(.corrupted, "snapshot \(manifest.id) is damaged: its \(part.file) is missing")
+            }
+            guard size == part.size else {
+                throw StasisError(.corrupted, "snapshot \(manifest.id) is damaged: \(part.file) has \(size) bytes, the manifest says \(part.size)")
+            }
+            guard try FileDigest.of(url) == part.digest else {
+                throw StasisError(.corrupted, "snapshot \(manifest.id) is damaged: \(part.file) does not match its checksum")
+            }
+        }
+    }
+
+    /// Describes a file for the manifest.
+    static func part(_ url: URL) throws -> SnapshotManifest.Part {
+        var st = stat()
+        guard stat(url.path, &st) == 0 else { throw StasisError(.ioFailure, "cannot stat \(url.path)", cause: Errno()) }
+        return SnapshotManifest.Part(file: url.lastPathComponent, size: UInt64(st.st_size),
+                                     allocated: UInt64(st.st_blocks) * 512, digest: try FileDigest.of(url))
+    }
+
+    /// What depends on snapshot `id`: snapshots whose disk sits on it, machines restored from it.
+    public func dependents(of id: String, machines: [MachineRecord]) throws -> (snapshots: [String], machines: [String]) {
+        let disk = directory(id).appendingPathComponent("disk.qcow2").path
+        let memory = directory(id).appendingPathComponent("memory").path
+        let snapshots = try list().filter { $0.id != id && ($0.parent == id || $0.diskBase == disk) }.map(\.id)
+        let users = machines.filter { $0.diskBase == disk || $0.memoryFile == memory || $0.restoredFrom == id }.map(\.name)
+        return (snapshots, users)
+    }
+
+    /// Deletes a snapshot. Refused while a machine or another snapshot depends on it; with
+    /// `force`, dependent snapshots first get the layers they need copied into their own disk
+    /// (qemu-img rebase), and machines that depend on it must still be removed first.
+    public func remove(_ id: String, force: Bool, machines: [MachineRecord]) async throws {
+        let manifest = try self.manifest(id)
+        let (snapshots, users) = try dependents(of: id, machines: machines)
+        if !users.isEmpty {
+            throw StasisError(.invalidState, "snapshot \(id) is in use by machine\(users.count > 1 ? "s" : "") \(users.joined(separator: ", ")): remove \(users.count > 1 ? "them" : "it") first (`stasis rm -f`)")
+        }
+        if !snapshots.isEmpty {
+            guard force else {
+                throw StasisError(.invalidState, "snapshot \(id) is the parent of \(snapshots.joined(separator: ", ")): remove those first, or use --force to make them stand alone")
+            }
+            for child in snapshots {
+                var childManifest = try self.manifest(child)
+                let childDisk = directory(child).appendingPathComponent("disk.qcow2")
+                // Safe rebase: the child gets the data it read through this snapshot's layer.
+                try await HostTool.run("qemu-img", ["rebase", "-f", "qcow2", "-b", manifest.diskBase, "-F", manifest.parent == nil ? "raw" : "qcow2", childDisk.path])
+                childManifest.diskBase = manifest.diskBase
+                childManifest.parent = manifest.parent
+                childManifest.disk = try Self.part(childDisk)
+                try AtomicFile.writeJSON(childManifest, to: directory(child).appendingPathComponent("manifest.json"))
+            }
+        }
+        // Rename out of sight first, so a crash halfway never leaves half a snapshot listed.
+        let trash = home.tmp.appendingPathComponent("rm-snapshot-\(id)-\(UInt32.random(in: 0 ... .max))")
+        try FileManager.default.createDirectory(at: home.tmp, withIntermediateDirectories: true)
+        try AtomicFile.rename(directory(id), over: trash)
+        try? FileManager.default.removeItem(at: trash)
+    }
+}
