@@ -46,8 +46,6 @@ extension Machine {
         let diskOut = directory.appendingPathComponent("disk.qcow2")
         let memory = paths.memory(of: current)
         let ramInFile = current.memoryShared != false
-        let disk = paths.disk(of: current)
-
         let saved: SavedState
         if leaveRunning {
             let next = "disk-\(UInt32.random(in: 0 ... .max)).qcow2"
@@ -67,7 +65,7 @@ extension Machine {
         }
         // The disk layers above the base (the frozen overlay and any kept in the run folder by
         // earlier snapshots) collapse into one file whose backing is the base.
-        try await HostTool.run("qemu-img", ["convert", "-U", "-O", "qcow2", "-B", base, "-F", baseFormat, disk.path, diskOut.path])
+        try await HostTool.run("qemu-img", ["convert", "-U", "-O", "qcow2", "-B", base, "-F", baseFormat, saved.frozenDisk.path, diskOut.path])
         return Capture(record: current, state: state, memory: ramInFile ? memoryOut : nil, disk: diskOut, diskBase: base,
                        paused: saved.paused, engineVersion: version, deviceLayout: engine.deviceLayout(current, accelerator: accel))
     }

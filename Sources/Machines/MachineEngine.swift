@@ -51,6 +51,9 @@ public struct SavedState: Sendable {
     public var paused: Duration
     /// Whether guest RAM is in the state file (false: it stays in the memory file).
     public var ramInState: Bool
+    /// The disk overlay the guest was writing when paused, as the engine itself reports it (a
+    /// record can be stale after a crash); frozen from then on.
+    public var frozenDisk: URL
 }
 
 /// Where a restore takes its state from.

@@ -33,9 +33,13 @@ struct QEMUMemory: Encodable {
     var guestRAMFileAllocated: Double
 
     static func read(pid: Int32, memoryFile: URL) throws -> QEMUMemory {
-        guard let text = try? String(contentsOfFile: "/proc/\(pid)/smaps", encoding: .utf8) else {
+        // Read to the end: /proc files report size 0, and a one-shot read gets only the first page.
+        guard let handle = FileHandle(forReadingAtPath: "/proc/\(pid)/smaps"),
+              let data = try? handle.readToEnd() else {
             throw StasisError(.ioFailure, "cannot read /proc/\(pid)/smaps")
         }
+        try? handle.close()
+        let text = String(decoding: data, as: UTF8.self)
         enum Kind { case guest, code, anon, file }
         var kind = Kind.anon
         var total = 0, guest = 0, code = 0, anon = 0, file = 0, filePss = 0

@@ -22,6 +22,7 @@ extension QEMUEngine: SnapshottingEngine {
         let clock = ContinuousClock()
         return try await QMPClient.connect(socketPath: paths.qmpSocket.path) { qmp in
             try await qmp.execute("migrate-set-capabilities", ["capabilities": [["capability": "x-ignore-shared", "state": ramInFile] as [String: any Sendable]] as [any Sendable]])
+            let frozenDisk = try await Self.activeDisk(qmp) ?? paths.disk(of: record)
             let pausedAt = clock.now
             try await qmp.execute("stop")
             do {
@@ -39,8 +40,19 @@ extension QEMUEngine: SnapshottingEngine {
                 if newDisk != nil { _ = try? await qmp.execute("cont") }
                 throw error
             }
-            return SavedState(paused: clock.now - pausedAt, ramInState: !ramInFile)
+            return SavedState(paused: clock.now - pausedAt, ramInState: !ramInFile, frozenDisk: frozenDisk)
         }
+    }
+
+    /// The file the guest's disk writes go to now (the top of its layer chain).
+    private static func activeDisk(_ qmp: QMPClient) async throws -> URL? {
+        let devices = try await qmp.execute("query-block") as? [any Sendable] ?? []
+        for case let device as [String: any Sendable] in devices where device["device"] as? String == "d0" {
+            if let inserted = device["inserted"] as? [String: any Sendable], let file = inserted["file"] as? String {
+                return URL(fileURLWithPath: file)
+            }
+        }
+        return nil
     }
 
     private static func waitForMigration(_ qmp: QMPClient) async throws {
