@@ -331,6 +331,7 @@ final class Agent {
         case .setGeneration(let value):
             generation = value
             _ = POSIX.writeFile("/run/stasis/generation", Array("\(value)\n".utf8), mode: 0o644, append: false)
+            runRestoreHooks(port: port, generation: value)
             reply(port, id, .ok)
         case .shutdown:
             reply(port, id, .ok)
@@ -349,7 +350,20 @@ final class Agent {
 
     // MARK: processes
 
-    private func startProcess(port: Int, id: UInt32, _ request: ExecRequest) {
+    /// Every executable in /etc/stasis/restored.d runs (in name order, in the background, output
+    /// to the console) when the host announces a new generation: after each restore and fork, so
+    /// that guest programs can rotate identities, reconnect or reseed their own generators.
+    private func runRestoreHooks(port: Int, generation: UInt64) {
+        let folder = "/etc/stasis/restored.d"
+        for name in POSIX.listDirectory(folder) where !name.hasPrefix(".") {
+            let path = "\(folder)/\(name)"
+            guard access(path, X_OK) == 0 else { continue }
+            startProcess(port: port, id: 0, ExecRequest(argv: [path], environment: ["STASIS_GENERATION=\(generation)"],
+                                                        detach: true, outputPath: "/dev/console"), announce: false)
+        }
+    }
+
+    private func startProcess(port: Int, id: UInt32, _ request: ExecRequest, announce: Bool = true) {
         guard !request.argv.isEmpty else { return failure(port, id, EINVAL, "no command given") }
         guard let user = GuestUser.resolve(request.user) else {
             return failure(port, id, ENOENT, "no user '\(request.user)' in the guest's /etc/passwd")
@@ -422,7 +436,7 @@ final class Agent {
         process.stderrFD = parentFDs.stderr
         if request.timeoutMilliseconds > 0 { process.deadline = POSIX.nowMilliseconds() + request.timeoutMilliseconds }
         processes[pid] = process
-        reply(port, id, .started(pid: pid))
+        if announce { reply(port, id, .started(pid: pid)) }
     }
 
     /// Moves one chunk of a process's output to its host.

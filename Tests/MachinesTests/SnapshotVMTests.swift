@@ -21,6 +21,7 @@ actor SnapshotFixture {
                 let source = try await VMFixture.boot(env, name: "snap-source", spec: MachineSpec(image: "bb", memoryMiB: 256))
                 try await source.withAgent { agent in
                     _ = try await sh(agent, "echo on-disk > /root/disk.txt; echo in-ram > /tmp/ram.txt; sync")
+                    _ = try await sh(agent, "mkdir -p /etc/stasis/restored.d; printf '#!/bin/sh\\necho generation $STASIS_GENERATION > /tmp/hook.txt\\n' > /etc/stasis/restored.d/10-mark; chmod +x /etc/stasis/restored.d/10-mark")
                     _ = try await agent.spawn(ExecRequest(argv: ["httpd", "-f", "-p", "8080", "-h", "/www"]))
                     _ = try await agent.spawn(ExecRequest(argv: ["sh", "-c", "SECRET=kept-in-memory; while sleep 0.2; do echo $SECRET > /tmp/heartbeat; done"]))
                     try await agent.setClock(to: Date(timeIntervalSince1970: 978_307_200))  // 2001-01-01
@@ -64,6 +65,11 @@ struct SnapshotVMTests {
             try await sh(agent, "cat /root/disk.txt /tmp/ram.txt; sleep 0.5; cat /tmp/heartbeat; cat /run/stasis/generation; hostname")
         }
         #expect(out.out == "on-disk\nin-ram\nkept-in-memory\n1\nrestored-1\n", "\(out)")
+        // The restored.d hook ran with the new generation.
+        let hook = try await machine.withAgent { agent in
+            try await sh(agent, "for i in $(seq 100); do [ -s /tmp/hook.txt ] && break; sleep 0.05; done; cat /tmp/hook.txt")
+        }
+        #expect(hook.out == "generation 1\n")
         // The server started before the snapshot answers without being restarted.
         var body = ""
         for _ in 0 ..< 50 where body.isEmpty {
