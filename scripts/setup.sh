@@ -7,7 +7,8 @@
 #   1. Debian packages (QEMU, e2fsprogs, mmdebstrap, …)       apt-get
 #   2. the guest kernel from Debian's cloud kernel package      scripts/fetch-kernel.sh
 #   3. the stasis CLI and the static guest agent stasis-init    swift build
-#   4. the default image "debian" (bookworm, minbase)           stasis image build
+#   4. the images: "debian" (bookworm minbase, the default) and    stasis image build
+#      "debian-dev" (+ git, python3, venv, pip: the seed example)
 #
 # State goes to $STASIS_HOME (default ~/.stasis). Nothing is downloaded but Debian's packages.
 set -euo pipefail
@@ -63,13 +64,17 @@ swift build -c "$config" --product stasis >&2 || die "building stasis failed"
 swift build -c "$config" --product stasis-bench >&2 || die "building stasis-bench failed"
 bin="$(swift build -c "$config" --show-bin-path)"
 
-if [ "$build_image" -eq 1 ]; then
-    if [ -f "$home/images/debian/image.json" ]; then
-        say "image debian: already built"
+build() {  # build NAME PACKAGES
+    if [ -f "$home/images/$1/image.json" ]; then
+        say "image $1: already built"
     else
-        say "building the default image 'debian' (bookworm minbase, about 30 s)"
-        "$bin/stasis" image build debian --debian bookworm --packages procps,iproute2 >/dev/null
+        say "building image '$1' (bookworm minbase + $2, under a minute)"
+        "$bin/stasis" image build "$1" --debian bookworm --packages "$2" >/dev/null || die "building image $1 failed"
     fi
+}
+if [ "$build_image" -eq 1 ]; then
+    build debian procps,iproute2
+    build debian-dev procps,iproute2,git,python3,python3-venv,python3-pip,ca-certificates
 fi
 
 say "done: $bin/stasis (run '$bin/stasis doctor' to check)"

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Installs what the tests need (packages, kernel, guest agent; no Debian image), builds, and runs
-# the whole test suite: unit tests and tests that boot real microVMs.
+# Installs what the tests need (packages, kernel, guest agent, images), builds, and runs the whole
+# test suite: unit tests and tests that boot real microVMs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh --no-image --debug
+scripts/setup.sh --debug
 swift build --build-tests
 status=0
 swift test --skip-build "$@" || status=$?

@@ -66,7 +66,8 @@ actor VMFixture {
         let record = try env.store.create(name: name, spec: spec, autoRemove: false)
         let machine = Machine(record: record, store: env.store)
         do {
-            _ = try await machine.boot(env.boot, timeout: .seconds(120))
+            let boot = spec.image == "bb" ? env.boot : try await BootArtifacts.resolve(home: env.home, image: spec.image)
+            _ = try await machine.boot(boot, timeout: .seconds(120))
         } catch {
             if let pid = await machine.record.pid { killAtExit(pid) }
             throw error
@@ -116,9 +117,33 @@ actor VMFixture {
         try "guest-page\n".write(to: root.appendingPathComponent("www/index.html"), atomically: true, encoding: .utf8)
     }
 
+    /// An image setup built in the real STASIS_HOME (too slow to build per test run), linked in.
+    static func linkRealImage(_ name: String, into home: StasisHome) throws {
+        let source = StasisHome.fromEnvironment().images.appendingPathComponent(name)
+        guard FileManager.default.fileExists(atPath: source.appendingPathComponent("image.json").path) else {
+            throw StasisError(.missingDependency, "this test needs the image '\(name)' in \(source.deletingLastPathComponent().path): run scripts/setup.sh")
+        }
+        let link = home.images.appendingPathComponent(name)
+        if !FileManager.default.fileExists(atPath: link.path) {
+            try FileManager.default.createSymbolicLink(at: link, withDestinationURL: source)
+        }
+    }
+
+    /// Serves a folder over HTTP on a free loopback port; returns the port.
+    static func startFileServer(_ folder: URL) throws -> UInt16 {
+        try startPython("""
+        import http.server, functools
+        H = functools.partial(http.server.SimpleHTTPRequestHandler, directory="\(folder.path)")
+        H.log_message = lambda *a: None
+        s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        print(s.server_address[1], flush=True)
+        s.serve_forever()
+        """)
+    }
+
     /// Starts a tiny HTTP server on a free loopback port; returns the port.
     private static func startHostService() throws -> UInt16 {
-        let script = """
+        try startPython("""
         import http.server, sys
         class H(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
@@ -127,7 +152,11 @@ actor VMFixture {
         s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
         print(s.server_address[1], flush=True)
         s.serve_forever()
-        """
+        """)
+    }
+
+    /// Runs a Python server script that prints its port first; returns the port.
+    private static func startPython(_ script: String) throws -> UInt16 {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", "-c", script]
