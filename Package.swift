@@ -49,7 +49,7 @@ let package = Package(
             ]
         ),
         // Snapshots of running machines: manifest, checksums, restore and fork.
-        .target(name: "Snapshots", dependencies: ["StasisCore", "Images", "Machines", "Guest"]),
+        .target(name: "Snapshots", dependencies: ["StasisCore", "Machines", "Guest"]),
         .executableTarget(
             name: "stasis",
             dependencies: [

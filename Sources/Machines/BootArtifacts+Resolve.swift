@@ -12,6 +12,11 @@ extension BootArtifacts {
         return url
     }
 
+    /// The version of the guest kernel setup installed, if any.
+    public static func installedKernelVersion(home: StasisHome) -> String? {
+        try? KernelInfo.current(home: home).version
+    }
+
     /// Kernel, initramfs (built and cached on first use) and the image's disk.
     public static func resolve(home: StasisHome, image: String) async throws -> BootArtifacts {
         let record = try await ImageStore(home: home).image(named: image)

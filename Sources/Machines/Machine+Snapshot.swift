@@ -57,7 +57,11 @@ extension Machine {
             try move(to: .running) { $0.diskFile = next }
         } else {
             saved = try await engine.saveState(pid: pid, record: current, paths: paths, to: state, leaveRunningOn: nil) {}
-            _ = await engine.waitForExit(pid: pid, machineID: id, timeout: .seconds(10))
+            // The state is saved and the guest paused for good: a QEMU slow to quit is killed.
+            if !(await engine.waitForExit(pid: pid, machineID: id, timeout: .seconds(10))) {
+                await engine.kill(pid: pid, paths: paths)
+                _ = await engine.waitForExit(pid: pid, machineID: id, timeout: .seconds(5))
+            }
             try move(to: .stopping)
             try move(to: .stopped) { $0.pid = nil }
             // QEMU is gone: the RAM file is the snapshot's memory as it stands.

@@ -18,9 +18,13 @@ public struct SnapshotStore: Sendable {
         try home.prepare()
         sweepAbandonedStaging()
         let id = (0 ..< 6).map { _ in String(format: "%02x", UInt8.random(in: 0 ... 255)) }.joined()
+        // Lock first, under a name the sweep ignores, then show it as staging: a sweep must never
+        // see a staging folder whose lock is not held yet.
+        let fresh = home.snapshots.appendingPathComponent(".new-\(id)")
+        try FileManager.default.createDirectory(at: fresh, withIntermediateDirectories: true)
+        let lock = try FileLock.acquire(fresh.appendingPathComponent(".lock"))
         let dir = home.snapshots.appendingPathComponent(".staging-\(id)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let lock = try FileLock.acquire(dir.appendingPathComponent(".lock"))
+        try AtomicFile.rename(fresh, over: dir)
         return (id, dir, lock)
     }
 

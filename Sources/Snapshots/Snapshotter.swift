@@ -1,5 +1,4 @@
 import Foundation
-import Images
 import Machines
 import StasisCore
 
@@ -57,12 +56,13 @@ public struct Snapshotter: Sendable {
         probe.accelerator = manifest.engine.accelerator
         let layout = engine.deviceLayout(probe, accelerator: AcceleratorChoice(kind: manifest.engine.accelerator == "kvm" ? .kvm : .tcg, reason: ""))
         guard layout == manifest.engine.deviceLayout else {
-            let theirs = manifest.engine.deviceLayout.filter { !layout.contains($0) }
-            let ours = layout.filter { !manifest.engine.deviceLayout.contains($0) }
+            var theirs = manifest.engine.deviceLayout.filter { !layout.contains($0) }
+            var ours = layout.filter { !manifest.engine.deviceLayout.contains($0) }
+            if theirs.isEmpty && ours.isEmpty { (theirs, ours) = (manifest.engine.deviceLayout, layout) }  // same devices, other order
             throw StasisError(.invalidState, "snapshot \(manifest.id) has a different device layout: it has [\(theirs.joined(separator: ", "))], this stasis builds [\(ours.joined(separator: ", "))]")
         }
-        if let kernel = try? KernelInfo.current(home: snapshots.home), kernel.version != manifest.kernel {
-            throw StasisError(.invalidState, "snapshot \(manifest.id) runs kernel \(manifest.kernel), but the installed guest kernel is \(kernel.version)")
+        if let kernel = BootArtifacts.installedKernelVersion(home: snapshots.home), kernel != manifest.kernel {
+            throw StasisError(.invalidState, "snapshot \(manifest.id) runs kernel \(manifest.kernel), but the installed guest kernel is \(kernel)")
         }
     }
 
@@ -75,23 +75,35 @@ public struct Snapshotter: Sendable {
     }
 
     /// Restores a snapshot as `count` independent machines at once; their RAM is shared
-    /// copy-on-write, each has its own disk overlay, MAC, ports and hostname.
+    /// copy-on-write, each has its own disk overlay, network stack and hostname, and no port
+    /// forwards. If one fails, the others are removed.
     public func fork(_ reference: String, count: Int, namePrefix: String?) async throws -> [Machine] {
         let manifest = try snapshots.find(reference)
         try snapshots.verify(manifest)
         try await checkCompatible(manifest)
         let input = self.input(manifest, ports: [])
         let prefix = namePrefix ?? "\(manifest.machineName)-fork"
-        return try await withThrowingTaskGroup(of: Machine.self) { group in
+        let batch = String(format: "%04x", UInt16.random(in: 0 ... .max))
+        let results = await withTaskGroup(of: Result<Machine, any Error>.self) { group in
             for i in 1 ... count {
                 group.addTask {
-                    try await Machine.restore(input, name: "\(prefix)-\(i)-\(manifest.id.prefix(4))", memoryMode: .shareCopyOnWrite, store: machines)
+                    do {
+                        return .success(try await Machine.restore(input, name: "\(prefix)-\(batch)-\(i)", memoryMode: .shareCopyOnWrite, store: machines))
+                    } catch {
+                        return .failure(error)
+                    }
                 }
             }
-            var out: [Machine] = []
-            for try await machine in group { out.append(machine) }
-            return out
+            var all: [Result<Machine, any Error>] = []
+            for await result in group { all.append(result) }
+            return all
         }
+        let started = results.compactMap { try? $0.get() }
+        for case .failure(let error) in results {
+            for machine in started { try? await machine.remove(force: true) }
+            throw error
+        }
+        return started
     }
 
     private func input(_ manifest: SnapshotManifest, ports: [PortForward]?) -> Machine.RestoreInput {

@@ -26,7 +26,7 @@ extension QEMUEngine: SnapshottingEngine {
             let pausedAt = clock.now
             try await qmp.execute("stop")
             do {
-                try await qmp.execute("migrate", ["uri": "exec:cat > '\(state.path)'"])
+                try await qmp.execute("migrate", ["uri": "exec:cat > \(shellQuoted(state.path))"])
                 try await Self.waitForMigration(qmp)
                 if let newDisk {
                     try await qmp.execute("blockdev-snapshot-sync", ["device": "d0", "snapshot-file": newDisk.path, "format": "qcow2"])
@@ -37,7 +37,7 @@ extension QEMUEngine: SnapshottingEngine {
                 }
             } catch {
                 // Never leave a guest paused because a snapshot failed.
-                if newDisk != nil { _ = try? await qmp.execute("cont") }
+                _ = try? await qmp.execute("cont")
                 throw error
             }
             return SavedState(paused: clock.now - pausedAt, ramInState: !ramInFile, frozenDisk: frozenDisk)
@@ -56,7 +56,12 @@ extension QEMUEngine: SnapshottingEngine {
     }
 
     private static func waitForMigration(_ qmp: QMPClient) async throws {
+        let deadline = ContinuousClock.now + .seconds(120)
         while true {
+            guard ContinuousClock.now < deadline else {
+                _ = try? await qmp.execute("migrate_cancel")
+                throw StasisError(.timeout, "QEMU did not finish saving the machine state in 120 s")
+            }
             let status = try await qmp.execute("query-migrate") as? [String: any Sendable]
             switch status?["status"] as? String {
             case "completed": return
@@ -79,8 +84,12 @@ extension QEMUEngine: SnapshottingEngine {
         do {
             try await QMPClient.connect(socketPath: paths.qmpSocket.path) { qmp in
                 try await qmp.execute("migrate-set-capabilities", ["capabilities": [["capability": "x-ignore-shared", "state": !source.ramInState] as [String: any Sendable]] as [any Sendable]])
-                try await qmp.execute("migrate-incoming", ["uri": "exec:cat '\(source.state.path)'"])
+                try await qmp.execute("migrate-incoming", ["uri": "exec:cat \(shellQuoted(source.state.path))"])
+                let deadline = ContinuousClock.now + .seconds(120)
                 while true {
+                    guard ContinuousClock.now < deadline else {
+                        throw StasisError(.timeout, "QEMU did not finish loading the machine state in 120 s")
+                    }
                     let status = try await qmp.execute("query-status") as? [String: any Sendable]
                     switch status?["status"] as? String {
                     case "inmigrate": try await Task.sleep(for: .milliseconds(1))
@@ -99,4 +108,9 @@ extension QEMUEngine: SnapshottingEngine {
         }
         return pid
     }
+}
+
+/// `text` as one word for /bin/sh (QEMU runs `exec:` migration URIs through it).
+func shellQuoted(_ text: String) -> String {
+    "'" + text.replacingOccurrences(of: "'", with: "'\\''") + "'"
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Images
 import Machines
+import Snapshots
 import StasisCore
 
 struct ImageCommand: AsyncParsableCommand {
@@ -81,7 +82,11 @@ struct ImageCommand: AsyncParsableCommand {
         func run() async throws {
             try await reportingErrors {
                 let machines = try MachineStore(home: global.home).list()
+                let snapshots = try SnapshotStore(home: global.home).list()
                 for name in names {
+                    if let snapshot = snapshots.first(where: { $0.image == name }) {
+                        throw StasisError(.invalidState, "image \(name) is the base of snapshot \(snapshot.id): remove its snapshots first (`stasis snapshot rm`)")
+                    }
                     if let user = machines.first(where: { $0.spec.image == name }) {
                         throw StasisError(.invalidState, "image \(name) is used by machine \(user.name): remove it first (`stasis rm -f \(user.name)`)")
                     }

@@ -159,7 +159,7 @@ struct Restore: AsyncParsableCommand {
 struct Fork: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Start N independent machines from one snapshot (or from a running machine, snapshotted first).",
-        discussion: "Forks share the snapshot's memory copy-on-write; each has its own disk overlay, MAC, hostname, clock and reseeded RNG."
+        discussion: "Forks share the snapshot's memory copy-on-write; each has its own disk overlay, network stack, hostname, clock and reseeded RNG, and no port forwards."
     )
 
     @Option(name: .shortAndLong, help: "How many machines.")
