@@ -84,6 +84,10 @@ struct SeedExampleTests {
             try await sh(agent, "ls /root/app; /root/venv/bin/python -c 'import demo_pkg; print(demo_pkg.GREETING)'; sleep 0.3; cat /tmp/shell-state; pgrep -c -f '^python3 -m http.server 8000'")
         }
         #expect(after.out == "index.html\nhello from a local wheel\n/root/app kept\n1\n", "\(after)")
+        // New connections work both ways after the restore: the guest reaches its allowed host
+        // service again (host to guest was the request above).
+        let again = try await restored.withAgent { agent in try await sh(agent, "git clone -q \(base)/app.git /root/again && ls /root/again") }
+        #expect(again.out == "index.html\n", "\(again)")
         try await restored.remove(force: true)
         try await machine.remove(force: false)
     }
