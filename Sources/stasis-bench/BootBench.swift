@@ -305,7 +305,7 @@ struct BootBench: AsyncParsableCommand {
         _ = try await machine.boot(boot, timeout: .seconds(bootTimeout))
         report.libraryBoot = (clock.now - start).ms
         guard let pid = await machine.record.pid else { throw StasisError(.internalError, "the booted machine has no pid") }
-        report.memoryAfterBoot = try QEMUMemory.read(pid: pid, memoryFile: machine.paths.memory)
+        report.memoryAfterBoot = try QEMUMemory.read(pid: pid, memoryFile: machine.paths.memory, bootFiles: [boot.kernel, boot.initramfs])
         let count = execs
         let (execTimes, pingTimes) = try await machine.withAgent(timeout: .seconds(60)) { agent in
             let request = ExecRequest(argv: ["true"])
@@ -334,7 +334,7 @@ struct BootBench: AsyncParsableCommand {
         }
         report.exec = Latency(execTimes)
         report.ping = Latency(pingTimes)
-        report.memory = try QEMUMemory.read(pid: pid, memoryFile: machine.paths.memory)
+        report.memory = try QEMUMemory.read(pid: pid, memoryFile: machine.paths.memory, bootFiles: [boot.kernel, boot.initramfs])
         try await machine.remove(force: true)
     }
 

@@ -18,6 +18,9 @@ final class Cleanup: Sendable {
     }
 
     private let state = Mutex(State())
+    /// Held for a whole cleanup: the signal handler and the main flow may both start one, and the
+    /// handler exits the process when its own is done, so the other must not be halfway through.
+    private let exclusive = NSLock()
 
     /// Machines whose name starts with `prefix` in `home` are ours.
     func claimMachines(home: StasisHome, prefix: String) {
@@ -40,6 +43,8 @@ final class Cleanup: Sendable {
     /// Kills every child, every QEMU of our machines, deletes their records and our folders.
     /// Synchronous, so a signal handler can run it and exit; safe to run more than once.
     func run() {
+        exclusive.lock()
+        defer { exclusive.unlock() }
         let snapshot = state.withLock { s -> State in
             s.stopping = true
             return s
