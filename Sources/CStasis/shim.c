@@ -123,7 +123,9 @@ pid_t cshim_spawn(char *const argv[], char *const envp[], const char *cwd, int u
                   int stdin_fd, int stdout_fd, int stderr_fd, int *err_out) {
     int report[2];
     if (pipe2(report, O_CLOEXEC) < 0) { *err_out = errno; return -1; }
-    pid_t pid = fork();
+    // vfork: under TCG copying the agent's page tables for fork() costs milliseconds per exec.
+    // The child only makes async-signal-safe system calls on its own stack before exec or _exit.
+    pid_t pid = vfork();
     if (pid < 0) {
         *err_out = errno;
         close(report[0]); close(report[1]);

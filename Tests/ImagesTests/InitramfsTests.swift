@@ -132,7 +132,12 @@ enum ImagesTestSupport {
         // A rebuild would rename a new file into place: new inode.
         #expect(before[.systemFileNumber] as? UInt64 == after[.systemFileNumber] as? UInt64)
         #expect(before[.modificationDate] as? Date == after[.modificationDate] as? Date)
-        #expect(try FileManager.default.contentsOfDirectory(atPath: builder.home.initramfs.path).count == 1)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: builder.home.initramfs.path).filter { $0.hasSuffix(".cpio") }.count == 1)
+
+        // Same content, new file (new inode and times): the quick index misses, the content key hits.
+        let copy = dir.appendingPathComponent("agent-copy")
+        try FileManager.default.copyItem(at: agent, to: copy)
+        #expect(try InitramfsBuilder(home: builder.home, kernel: kernel, agent: copy).build() == first)
 
         try Data("agent v2".utf8).write(to: agent)
         let third = try builder.build()
