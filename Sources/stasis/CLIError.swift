@@ -26,6 +26,21 @@ func reportingErrors<R>(_ body: () async throws -> R) async throws -> R {
     }
 }
 
+/// Runs `body` for each name a user gave (Docker's `stop a b c`): a failure is reported and the
+/// rest still run; the command fails at the end if any did.
+func forEachReference(_ references: [String], _ body: (String) async throws -> Void) async throws {
+    var failed = false
+    for reference in references {
+        do {
+            try await body(reference)
+        } catch let error as StasisError {
+            printError(error.description)
+            failed = true
+        }
+    }
+    if failed { throw ExitCode(ExitCodes.stasisFailed) }
+}
+
 func printError(_ message: String) {
     FileHandle.standardError.write(Data("stasis: \(message)\n".utf8))
 }

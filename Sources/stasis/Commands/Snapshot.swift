@@ -83,7 +83,7 @@ struct SnapshotCommand: AsyncParsableCommand {
             try await reportingErrors {
                 let store = SnapshotStore(home: global.home)
                 let machines = try MachineStore(home: global.home).list()
-                for reference in snapshots {
+                try await forEachReference(snapshots) { reference in
                     let manifest = try store.find(reference)
                     try await store.remove(manifest.id, force: force, machines: machines)
                     print(manifest.id)

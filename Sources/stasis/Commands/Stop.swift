@@ -19,20 +19,13 @@ struct Stop: AsyncParsableCommand {
     func run() async throws {
         try await reportingErrors {
             let store = MachineStore(home: global.home)
-            var failed = false
-            for reference in machines {
-                do {
-                    let machine = try Machine.open(reference, store: store)
-                    try await machine.stop(timeout: .milliseconds(Int(time * 1000)))
-                    let record = await machine.record
-                    if record.autoRemove { try await machine.remove(force: true) }
-                    print(record.name)
-                } catch let error as StasisError {
-                    printError(error.description)
-                    failed = true
-                }
+            try await forEachReference(machines) { reference in
+                let machine = try Machine.open(reference, store: store)
+                try await machine.stop(timeout: .milliseconds(Int(time * 1000)))
+                let record = await machine.record
+                if record.autoRemove { try await machine.remove(force: true) }
+                print(record.name)
             }
-            if failed { throw ExitCode(ExitCodes.stasisFailed) }
         }
     }
 }
@@ -54,18 +47,11 @@ struct Remove: AsyncParsableCommand {
     func run() async throws {
         try await reportingErrors {
             let store = MachineStore(home: global.home)
-            var failed = false
-            for reference in machines {
-                do {
-                    let machine = try Machine.open(reference, store: store)
-                    try await machine.remove(force: force)
-                    print(await machine.name)
-                } catch let error as StasisError {
-                    printError(error.description)
-                    failed = true
-                }
+            try await forEachReference(machines) { reference in
+                let machine = try Machine.open(reference, store: store)
+                try await machine.remove(force: force)
+                print(await machine.name)
             }
-            if failed { throw ExitCode(ExitCodes.stasisFailed) }
         }
     }
 }
