@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "Machines", targets: ["Machines"]),
         .library(name: "Images", targets: ["Images"]),
         .library(name: "Snapshots", targets: ["Snapshots"]),
+        .library(name: "Replay", targets: ["Replay"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -18,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-subprocess", from: "1.0.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         // C shim: variadic ioctl, mount, module loading, process spawning, and the /proc constructor.
@@ -64,6 +66,14 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Durable workflows: journaled steps in SQLite, re-execution on resume.
+        .target(
+            name: "Replay",
+            dependencies: ["StasisCore", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
+        // Runs one Replay workflow for the crash-recovery tests.
+        .executableTarget(name: "stasis-replay-worker", dependencies: ["Replay", "StasisCore"]),
+        .testTarget(name: "ReplayTests", dependencies: ["Replay", "StasisCore", "stasis-replay-worker"]),
         .testTarget(name: "StasisCoreTests", dependencies: ["StasisCore"]),
         .testTarget(name: "GuestTests", dependencies: ["Guest"]),
         .testTarget(name: "ImagesTests", dependencies: ["Images", "StasisCore"]),

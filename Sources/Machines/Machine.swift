@@ -29,14 +29,14 @@ public actor Machine {
     public var state: MachineState { record.state }
 
     func move(to next: MachineState, _ update: (inout MachineRecord) -> Void = { _ in }) throws {
-        // Another process may have changed the record: start from what is on disk.
-        if let onDisk = try? store.load(id: record.id) { record = onDisk }
-        guard record.state == next || record.state.canMove(to: next) else {
-            throw StasisError(.invalidState, "machine \(record.name) is \(record.state.rawValue) and cannot become \(next.rawValue)")
+        // Another process may change the record too: check and write it under the machine's lock.
+        record = try store.update(id: record.id) { current in
+            guard current.state == next || current.state.canMove(to: next) else {
+                throw StasisError(.invalidState, "machine \(current.name) is \(current.state.rawValue) and cannot become \(next.rawValue)")
+            }
+            current.state = next
+            update(&current)
         }
-        record.state = next
-        update(&record)
-        try store.save(record)
     }
 
     /// Re-reads the record and checks the process is alive.

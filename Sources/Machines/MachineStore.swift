@@ -78,19 +78,41 @@ public struct MachineStore: Sendable {
     /// Turns a record whose process is gone into `stopped` (if it was stopping) or `failed`,
     /// with the end of its console log.
     public func reconcile(_ record: MachineRecord) throws -> MachineRecord {
-        guard record.state.hasProcess else { return record }
-        if let pid = record.pid, engine.isAlive(pid: pid, machineID: record.id) { return record }
-        if record.state == .starting && record.pid == nil { return record }
-        var updated = record
-        updated.pid = nil
-        if record.state == .stopping {
-            updated.state = .stopped
-        } else {
-            updated.state = .failed
-            updated.failure = "the QEMU process exited unexpectedly. Console log tail:\n" + consoleTail(record.id)
+        guard needsReconciling(record) else { return record }
+        return try update(id: record.id) { current in
+            guard needsReconciling(current) else { return }
+            let wasStopping = current.state == .stopping
+            let abandonedStart = current.state == .starting && current.pid == nil
+            current.pid = nil
+            if wasStopping {
+                current.state = .stopped
+            } else {
+                current.state = .failed
+                current.failure = abandonedStart
+                    ? "stasis was interrupted while starting the machine"
+                    : "the QEMU process exited unexpectedly. Console log tail:\n" + consoleTail(current.id)
+            }
         }
-        try save(updated)
-        return updated
+    }
+
+    private func needsReconciling(_ record: MachineRecord) -> Bool {
+        guard record.state.hasProcess else { return false }
+        if let pid = record.pid { return !engine.isAlive(pid: pid, machineID: record.id) }
+        // Starting without a pid yet: only a start that began long ago was abandoned.
+        return record.state != .starting || -(record.started ?? record.created).timeIntervalSinceNow > 600
+    }
+
+    /// Reads, changes and writes one machine's record under that machine's lock, so that two
+    /// stasis processes never lose each other's changes.
+    @discardableResult
+    public func update(id: String, _ change: (inout MachineRecord) throws -> Void) throws -> MachineRecord {
+        let paths = MachinePaths(home: home, id: id)
+        return try FileLock.withLock(paths.lock) {
+            var record = try load(id: id)
+            try change(&record)
+            try save(record)
+            return record
+        }
     }
 
     /// The last lines of a machine's console log.
