@@ -356,19 +356,7 @@ struct BootBench: AsyncParsableCommand {
 
     /// The image to boot: --image, or bench-bb (static busybox, made once and reused).
     private func prepareImage(home: StasisHome, work: URL) async throws -> String {
-        if let image { return image }
-        let name = "bench-bb"
-        let store = ImageStore(home: home)
-        do {
-            _ = try await store.image(named: name)
-            return name
-        } catch let error as StasisError where error.code == .notFound {}
-        progress("making image \(name) (static busybox)")
-        let root = work.appendingPathComponent("bbroot")
-        try Self.makeBusyboxRoot(at: root)
-        _ = try await store.importRootfs(name: name, from: root) { progress("  \($0)") }
-        try? FileManager.default.removeItem(at: root)
-        return name
+        try await BenchImage.prepare(image, home: home, work: work)
     }
 
     /// A root file system with static busybox as every tool (as the VM tests make it).

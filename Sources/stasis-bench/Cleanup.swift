@@ -14,6 +14,11 @@ final class Cleanup: Sendable {
         var folders: Set<URL> = []
         var home: StasisHome?
         var machinePrefix: String?
+        /// Snapshots made from our machines (their manifest's machine name has our prefix) are ours.
+        var snapshotsToo = false
+        /// Processes started detached (plain QEMU with -daemonize), found by a word of their
+        /// command line because their pid may not be known yet when we are interrupted.
+        var markers: Set<String> = []
         var stopping = false
     }
 
@@ -35,6 +40,21 @@ final class Cleanup: Sendable {
         }
     }
 
+    /// Snapshots taken of our machines are ours too: removed on cleanup, with any staging folder
+    /// this process is still building.
+    func claimSnapshots() { state.withLock { $0.snapshotsToo = true } }
+
+    /// A detached process whose command line contains `marker` (e.g. QEMU's `-name stasis-ID`) is
+    /// ours; false once cleanup has begun (then do not start it).
+    func adopt(marker: String) -> Bool {
+        state.withLock { s in
+            s.markers.insert(marker)
+            return !s.stopping
+        }
+    }
+
+    func release(marker: String) { _ = state.withLock { $0.markers.remove(marker) } }
+
     func release(child pid: Int32) { _ = state.withLock { $0.children.remove(pid) } }
     func adopt(folder: URL) { _ = state.withLock { $0.folders.insert(folder) } }
     func release(folder: URL) { _ = state.withLock { $0.folders.remove(folder) } }
@@ -50,6 +70,9 @@ final class Cleanup: Sendable {
             return s
         }
         for pid in snapshot.children { kill(pid, SIGKILL) }
+        for marker in snapshot.markers {
+            for pid in Self.processes(containing: marker) { kill(pid, SIGKILL) }
+        }
         // A killed `stasis run` may have left a QEMU that is still daemonizing: look twice.
         if let home = snapshot.home, let prefix = snapshot.machinePrefix {
             let store = MachineStore(home: home)
@@ -69,8 +92,57 @@ final class Cleanup: Sendable {
                 }
             }
         }
+        if snapshot.snapshotsToo, let home = snapshot.home, let prefix = snapshot.machinePrefix {
+            Self.removeSnapshots(in: home, prefix: prefix)
+        }
         for folder in snapshot.folders { try? FileManager.default.removeItem(at: folder) }
         state.withLock { $0.folders.subtract(snapshot.folders) }
+    }
+
+    /// Deletes the snapshots of machines named `prefix…`, and the staging folders whose lock this
+    /// process holds (a snapshot interrupted halfway). Machines are deleted before this runs, so
+    /// nothing uses them any more.
+    private static func removeSnapshots(in home: StasisHome, prefix: String) {
+        let fm = FileManager.default
+        let names = (try? fm.contentsOfDirectory(atPath: home.snapshots.path)) ?? []
+        let ourLocks = flockedInodes(pid: getpid())
+        for name in names {
+            let dir = home.snapshots.appendingPathComponent(name)
+            var ours = false
+            if name.hasPrefix(".staging-") || name.hasPrefix(".new-") {
+                var st = stat()
+                ours = stat(dir.appendingPathComponent(".lock").path, &st) == 0 && ourLocks.contains(UInt64(st.st_ino))
+            } else if !name.hasPrefix("."),
+                      let data = fm.contents(atPath: dir.appendingPathComponent("manifest.json").path),
+                      let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+                      let machine = object["machineName"] as? String {
+                ours = machine.hasPrefix(prefix)
+            }
+            guard ours else { continue }
+            // Out of sight first, as `stasis snapshot rm` does, so no half snapshot is ever listed.
+            let trash = home.tmp.appendingPathComponent("rm-snapshot-\(name)-\(UInt32.random(in: 0 ... .max))")
+            try? fm.createDirectory(at: home.tmp, withIntermediateDirectories: true)
+            if rename(dir.path, trash.path) == 0 {
+                try? fm.removeItem(at: trash)
+            } else {
+                try? fm.removeItem(at: dir)
+            }
+        }
+    }
+
+    /// Inodes of the files `pid` holds a flock on, from /proc/locks.
+    private static func flockedInodes(pid: Int32) -> Set<UInt64> {
+        guard let handle = FileHandle(forReadingAtPath: "/proc/locks"), let data = try? handle.readToEnd() else { return [] }
+        try? handle.close()
+        var inodes: Set<UInt64> = []
+        for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
+            // "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count >= 6, fields[1] == "FLOCK", Int32(fields[4]) == pid,
+                  let inode = fields[5].split(separator: ":").last.flatMap({ UInt64($0) }) else { continue }
+            inodes.insert(inode)
+        }
+        return inodes
     }
 
     private static func machines(in home: StasisHome, prefix: String, store: MachineStore) -> [MachineRecord] {
@@ -81,10 +153,16 @@ final class Cleanup: Sendable {
     /// Processes whose command line names machine `id` (QEMU's `-name stasis-ID`): the pid in the
     /// record may not be written yet when we are interrupted.
     static func qemuProcesses(machineID id: String) -> [Int32] {
+        processes(containing: "stasis-\(id)")
+    }
+
+    /// Processes (other than this one) whose command line contains `marker`.
+    static func processes(containing marker: String) -> [Int32] {
+        let me = getpid()
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         return entries.compactMap { Int32($0) }.filter { pid in
-            guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
-            return String(decoding: data, as: UTF8.self).contains("stasis-\(id)")
+            guard pid != me, let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+            return String(decoding: data, as: UTF8.self).contains(marker)
         }
     }
 }
