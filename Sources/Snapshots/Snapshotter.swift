@@ -27,7 +27,7 @@ public struct Snapshotter: Sendable {
                               accelerator: record.accelerator ?? "tcg", deviceLayout: capture.deviceLayout),
                 kernel: record.kernel ?? "unknown", image: record.spec.image, diskBase: capture.diskBase,
                 parent: parent?.id, generation: record.generation ?? 0,
-                pausedMilliseconds: Double(capture.paused.components.seconds) * 1000 + Double(capture.paused.components.attoseconds) / 1e15,
+                pausedMilliseconds: capture.paused.milliseconds,
                 state: try SnapshotStore.part(capture.state),
                 memory: try capture.memory.map { try SnapshotStore.part($0) },
                 disk: try SnapshotStore.part(capture.disk))

@@ -29,6 +29,8 @@ public struct StasisHome: Sendable, Equatable {
     public var machines: URL { root.appendingPathComponent("machines") }
     /// Snapshot folders: `snapshots/<id>/`.
     public var snapshots: URL { root.appendingPathComponent("snapshots") }
+    /// The context log of every agent session (SQLite, WAL).
+    public var contextLog: URL { root.appendingPathComponent("context.sqlite") }
     /// Scratch space for work in progress; everything here may be deleted when no stasis runs.
     public var tmp: URL { root.appendingPathComponent("tmp") }
 

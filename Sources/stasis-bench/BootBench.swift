@@ -200,8 +200,8 @@ struct BootBench: AsyncParsableCommand {
         let rm = try Child(cli, ["rm", "-f", name], error: rmErr)
         try rm.start()
         guard await rm.wait() == 0 else { throw StasisError(.toolFailed, "stasis rm -f \(name) failed: \(Self.text(rmErr))") }
-        return StasisRun(total: answered?.ms ?? .nan, record: seen.record?.ms, qemuSpawned: seen.qemuSpawned?.ms,
-                         serving: seen.serving?.ms, runReturned: runReturned.ms, commandLine: commandLine)
+        return StasisRun(total: answered?.milliseconds ?? .nan, record: seen.record?.milliseconds, qemuSpawned: seen.qemuSpawned?.milliseconds,
+                         serving: seen.serving?.milliseconds, runReturned: runReturned.milliseconds, commandLine: commandLine)
     }
 
     struct Seen: Sendable {
@@ -291,7 +291,7 @@ struct BootBench: AsyncParsableCommand {
         let elapsed = clock.now - start
         child.kill()
         _ = await child.wait()
-        return (elapsed.ms, commandLine)
+        return (elapsed.milliseconds, commandLine)
     }
 
     // MARK: - (c) exec round trips and (d) memory
@@ -303,7 +303,7 @@ struct BootBench: AsyncParsableCommand {
         let clock = ContinuousClock()
         let start = clock.now
         _ = try await machine.boot(boot, timeout: .seconds(bootTimeout))
-        report.libraryBoot = (clock.now - start).ms
+        report.libraryBoot = (clock.now - start).milliseconds
         guard let pid = await machine.record.pid else { throw StasisError(.internalError, "the booted machine has no pid") }
         report.memoryAfterBoot = try QEMUMemory.read(pid: pid, memoryFile: machine.paths.memory, bootFiles: [boot.kernel, boot.initramfs])
         let count = execs
@@ -319,7 +319,7 @@ struct BootBench: AsyncParsableCommand {
             for _ in 0 ..< count {
                 let t = clock.now
                 let result = try await agent.run(request)
-                execTimes.append((clock.now - t).ms)
+                execTimes.append((clock.now - t).milliseconds)
                 guard result.status.shellCode == 0 else { throw StasisError(.guestFailure, "`true` exited \(result.status.shellCode)") }
             }
             for _ in 0 ..< Self.warmupExecs { try await agent.ping() }
@@ -328,7 +328,7 @@ struct BootBench: AsyncParsableCommand {
             for _ in 0 ..< count {
                 let t = clock.now
                 try await agent.ping()
-                pingTimes.append((clock.now - t).ms)
+                pingTimes.append((clock.now - t).milliseconds)
             }
             return (execTimes, pingTimes)
         }

@@ -120,12 +120,12 @@ struct ForkBench: AsyncParsableCommand {
                     let u0 = CPUTime.processUsage()
                     let t0 = clock.now
                     let machines = try await snapshotter.fork(manifest.id, count: count, namePrefix: "\(run.prefix)f\(round)")
-                    let returned = (clock.now - t0).ms
+                    let returned = (clock.now - t0).milliseconds
                     try await withThrowingTaskGroup(of: Void.self) { group in
                         for m in machines { group.addTask { try await StasisGuest.execTrue(m) } }
                         try await group.waitForAll()
                     }
-                    let all = (clock.now - t0).ms
+                    let all = (clock.now - t0).milliseconds
                     let u1 = CPUTime.processUsage()
                     var cpu = CPUSplit(bench: u1.own - u0.own, children: u1.children - u0.children)
                     for m in machines {
@@ -158,7 +158,7 @@ struct ForkBench: AsyncParsableCommand {
                         for await r in group { all.append(r) }
                         return all
                     }
-                    let all = (clock.now - t0).ms
+                    let all = (clock.now - t0).milliseconds
                     let u1 = CPUTime.processUsage()
                     var cpu = CPUSplit(bench: u1.own - u0.own, children: u1.children - u0.children)
                     for case .success(let r) in results { cpu.qemu += CPUTime.of(pid: r.qemu.pid)?.ms ?? 0 }
@@ -220,7 +220,7 @@ struct ForkBench: AsyncParsableCommand {
                         let t = clock.now
                         cpu += try await cycle(w, n)
                         n += 1
-                        if clock.now <= deadline { done.append((clock.now - t).ms) }
+                        if clock.now <= deadline { done.append((clock.now - t).milliseconds) }
                     }
                     return (done, cpu, n)
                 }

@@ -110,9 +110,9 @@ struct RestoreBench: AsyncParsableCommand {
         let clock = ContinuousClock()
         let t0 = clock.now
         let machine = try await snapshotter.restore(id, name: name)
-        let returned = (clock.now - t0).ms
+        let returned = (clock.now - t0).milliseconds
         try await StasisGuest.execTrue(machine)
-        let answered = (clock.now - t0).ms
+        let answered = (clock.now - t0).milliseconds
         try await machine.remove(force: true)
         return StasisRestore(returned: returned, answered: answered)
     }

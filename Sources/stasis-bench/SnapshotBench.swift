@@ -99,7 +99,7 @@ struct SnapshotBench: AsyncParsableCommand {
                     let clock = ContinuousClock()
                     let t0 = clock.now
                     let manifest = try await snapshotter.take(machine, tag: nil, leaveRunning: side == .leave)
-                    let committed = (clock.now - t0).ms
+                    let committed = (clock.now - t0).milliseconds
                     let sample = Sample(paused: manifest.pausedMilliseconds, committed: committed)
                     if side == .stop {
                         stop.append(sample)

@@ -158,7 +158,7 @@ final class LoadMonitor: Sendable {
         while true {
             let jobs = Self.heavyJobs()
             if jobs.isEmpty { break }
-            if (clock.now - start).ms / 1000 >= timeout {
+            if (clock.now - start).milliseconds / 1000 >= timeout {
                 progress("warning: heavy jobs still running after \(Int(timeout)) s (\(Set(jobs).sorted().joined(separator: ", "))): measuring anyway")
                 break
             }
@@ -168,7 +168,7 @@ final class LoadMonitor: Sendable {
             }
             try await Task.sleep(for: .seconds(5))
         }
-        let waited = (clock.now - start).ms / 1000
+        let waited = (clock.now - start).milliseconds / 1000
         state.withLock {
             if waited >= 1 { $0.waited += waited }
             if $0.samples == 0 { $0.start = Self.loadAverage() }
@@ -335,7 +335,7 @@ struct PlainQEMU: Sendable {
         } catch {
             throw StasisError(.toolFailed, "plain QEMU did not start: \(error)")
         }
-        let started = (clock.now - t0).ms
+        let started = (clock.now - t0).milliseconds
         guard let text = try? String(contentsOf: paths.pidFile, encoding: .utf8),
               let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
             throw StasisError(.toolFailed, "plain QEMU wrote no pid file")
@@ -398,7 +398,7 @@ struct PlainQEMU: Sendable {
         }
         try AtomicFile.syncFile(file)
         let t2 = clock.now
-        return ((t1 - t0).ms, (t2 - t0).ms)
+        return ((t1 - t0).milliseconds, (t2 - t0).milliseconds)
     }
 
     /// Plain QEMU restoring a plain migration stream: spawned with `-incoming defer`, then
@@ -419,7 +419,7 @@ struct PlainQEMU: Sendable {
         let clock = ContinuousClock()
         let t0 = clock.now
         let qemu = try await start(record: record, paths: paths, arguments: arguments)
-        let started = (clock.now - t0).ms
+        let started = (clock.now - t0).milliseconds
         do {
             try await QMPClient.connect(socketPath: paths.qmpSocket.path) { qmp in
                 try await qmp.execute("migrate-incoming", ["uri": "exec:cat '\(stream.path)'"])
@@ -438,9 +438,9 @@ struct PlainQEMU: Sendable {
                     }
                 }
             }
-            let loaded = (clock.now - t0).ms
+            let loaded = (clock.now - t0).milliseconds
             try await qemu.execTrue()
-            let answered = (clock.now - t0).ms
+            let answered = (clock.now - t0).milliseconds
             return Restore(qemu: qemu, started: started, loaded: loaded, answered: answered)
         } catch {
             await qemu.remove()
@@ -498,7 +498,7 @@ struct PlainSnapshot: Sendable {
         let (record, paths) = try await PlainQEMU.prepare(root: root, name: name, spec: spec, backing: disk, backingFormat: "qcow2")
         var result = try await PlainQEMU.restore(record: record, paths: paths, boot: boot, accelerator: accelerator, stream: stream)
         if overlayTimed {
-            let overlay = (clock.now - t0).ms - result.answered
+            let overlay = (clock.now - t0).milliseconds - result.answered
             result.started += overlay
             result.loaded += overlay
             result.answered += overlay

@@ -103,7 +103,7 @@ enum StagedTake {
         func lap() -> Double {
             let now = clock.now
             defer { mark = now }
-            return (now - mark).ms
+            return (now - mark).milliseconds
         }
         // SnapshotStore.stage
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
@@ -136,10 +136,10 @@ enum StagedTake {
                 let c = ContinuousClock()
                 let t = c.now
                 try await HostTool.run("cp", ["--sparse=always", memory.path, memoryOut.path])
-                copy.set((c.now - t).ms)
+                copy.set((c.now - t).milliseconds)
             }
             let inSaveState = lap()
-            s.paused = saved.paused.ms
+            s.paused = saved.paused.milliseconds
             s.qmpOutsidePause = inSaveState - s.paused
             s.ramCopyInPause = copy.get
             var record = try machine.store.load(id: machine.id)
@@ -150,7 +150,7 @@ enum StagedTake {
         } else {
             saved = try await engine.saveState(pid: pid, record: current, paths: paths, to: state, leaveRunningOn: nil) {}
             let inSaveState = lap()
-            s.paused = saved.paused.ms
+            s.paused = saved.paused.milliseconds
             s.qmpOutsidePause = inSaveState - s.paused
             if !(await engine.waitForExit(pid: pid, machineID: machine.id, timeout: .seconds(10))) {
                 await engine.kill(pid: pid, paths: paths)
@@ -186,7 +186,7 @@ enum StagedTake {
         try AtomicFile.rename(staged, over: final)
         try? FileManager.default.removeItem(at: final.appendingPathComponent(".lock"))
         s.manifestAndRename = lap()
-        s.total = (clock.now - t0).ms
+        s.total = (clock.now - t0).milliseconds
         return s
     }
 }
@@ -272,7 +272,7 @@ enum StagedRestore {
         func lap() -> Double {
             let now = clock.now
             defer { mark = now }
-            return (now - mark).ms
+            return (now - mark).milliseconds
         }
         let manifest = try snapshotter.snapshots.find(id)
         s.find = lap()
@@ -336,11 +336,11 @@ enum StagedRestore {
                 switch status?["status"] as? String {
                 case "inmigrate": try await Task.sleep(for: .milliseconds(1))
                 case "paused", "postmigrate", "prelaunch":
-                    loaded.set((c.now - start).ms)
+                    loaded.set((c.now - start).milliseconds)
                     try await qmp.execute("cont")
                     return
                 case "running":
-                    loaded.set((c.now - start).ms)
+                    loaded.set((c.now - start).milliseconds)
                     return
                 case let other: throw StasisError(.toolFailed, "QEMU could not load the state (status \(other ?? "?"))")
                 }

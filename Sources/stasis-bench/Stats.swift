@@ -46,13 +46,6 @@ struct Latency: Encodable {
     }
 }
 
-extension Duration {
-    var ms: Double {
-        let (s, atto) = components
-        return Double(s) * 1000 + Double(atto) / 1e15
-    }
-}
-
 func fmt(_ value: Double, _ digits: Int = 0) -> String {
     value.isNaN ? "-" : String(format: "%.\(digits)f", value)
 }

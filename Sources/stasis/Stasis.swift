@@ -16,7 +16,7 @@ struct Stasis: AsyncParsableCommand {
         subcommands: [
             Run.self, Exec.self, PS.self, Logs.self, Stop.self, Remove.self,
             SnapshotCommand.self, Snapshots.self, Restore.self, Fork.self,
-            ImageCommand.self, Images.self, Doctor.self,
+            ImageCommand.self, Images.self, Serve.self, SessionCommand.self, Doctor.self,
         ]
     )
 }

@@ -221,7 +221,13 @@ struct SnapshotCrashTests {
 
             // (Other tests keep deliberately damaged snapshots in this home: check ours.)
             for snapshot in try store.list() where snapshot.machineName == "crash-victim" { try store.verify(snapshot) }
-            let hidden = try FileManager.default.contentsOfDirectory(atPath: env.home.snapshots.path).filter { $0.hasPrefix(".staging") }
+            // Sessions in this home may be snapshotting right now: count only abandoned folders
+            // (nobody holds their lock), which the next snapshot sweeps.
+            let hidden = try FileManager.default.contentsOfDirectory(atPath: env.home.snapshots.path).filter { name in
+                guard name.hasPrefix(".staging") else { return false }
+                let lock = try? FileLock.tryAcquire(env.home.snapshots.appendingPathComponent(name).appendingPathComponent(".lock"))
+                return withExtendedLifetime(lock) { lock != nil }
+            }
             #expect(hidden.count <= 1, "staging folders are swept once their builder is gone: \(hidden)")
 
             // Keep a running victim for the next round.

@@ -61,6 +61,21 @@ actor VMFixture {
         return try await sharedMachine.value
     }
 
+    /// Another temporary home sharing the fixture's kernel, guest agent and busybox image, for a
+    /// process (`stasis serve`) that must own its home alone.
+    func secondaryHome() async throws -> StasisHome {
+        let env = try await env()
+        let home = StasisHome(root: URL(fileURLWithPath: "/tmp/stasis-test-\(UInt32.random(in: 0 ... .max))"))
+        try home.prepare()
+        let fm = FileManager.default
+        try fm.removeItem(at: home.kernels)
+        try fm.createSymbolicLink(at: home.kernels, withDestinationURL: env.home.kernels.resolvingSymlinksInPath())
+        try fm.createDirectory(at: home.guestAgent.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try fm.createSymbolicLink(at: home.guestAgent, withDestinationURL: env.home.guestAgent.resolvingSymlinksInPath())
+        try fm.createSymbolicLink(at: home.images.appendingPathComponent("bb"), withDestinationURL: env.home.images.appendingPathComponent("bb"))
+        return home
+    }
+
     /// Boots a new machine in the fixture's home.
     static func boot(_ env: Environment, name: String, spec: MachineSpec) async throws -> Machine {
         let record = try env.store.create(name: name, spec: spec, autoRemove: false)

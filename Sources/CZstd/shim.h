@@ -1,0 +1,5 @@
+#ifndef STASIS_CZSTD_SHIM_H
+#define STASIS_CZSTD_SHIM_H
+#define ZSTD_STATIC_LINKING_ONLY
+#include <zstd.h>
+#endif

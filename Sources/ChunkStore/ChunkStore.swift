@@ -1,0 +1,251 @@
+import Crypto
+import Foundation
+import StasisCore
+import Synchronization
+
+/// A content-addressed store of compressed frames: `<root>/chunks/<first 2 hex>/<sha256 hex>`,
+/// each file one plain zstd frame (so `zstd -d` reads it), named by the SHA-256 of its
+/// uncompressed bytes. A chunk is written once; all-zero frames are never stored.
+///
+/// A Sendable final class rather than an actor: the frame cutter calls `put` from many threads at
+/// once, and each call is blocking work (hash, compress, write, fsync) that an actor would funnel
+/// through one executor while making every caller async. Each chunk write is made atomic by the
+/// file system (rename of a complete, fsynced temporary file), so the only shared mutable state is
+/// the set of folders awaiting an fsync, behind a Mutex.
+public final class ChunkStore: Sendable {
+    /// The root the store lives under (`$STASIS_HOME`, or a test folder).
+    public let root: URL
+    /// The `chunks` folder.
+    public let directory: URL
+    /// The zstd level new chunks are compressed with.
+    public let level: Int
+
+    private let chunksPath: String
+    private let folders = Mutex(Folders())
+
+    private struct Folders {
+        /// Prefix folders known to exist, so `put` does not mkdir on every chunk.
+        var existing: Set<String> = []
+        /// Folders whose entries changed since the last `sync()`.
+        var unsynced: Set<String> = []
+    }
+
+    /// A store under `root/chunks`, compressing new chunks at `level`; the folder is created on
+    /// the first `put`.
+    public init(root: URL, level: Int = Zstd.defaultLevel) throws {
+        guard Zstd.isValidLevel(level) else { throw StasisError(.invalidArgument, "zstd level \(level) is not valid") }
+        self.root = root.standardizedFileURL
+        self.directory = self.root.appendingPathComponent("chunks")
+        self.chunksPath = directory.path
+        self.level = level
+    }
+
+    // MARK: Writing
+
+    /// Stores one frame and returns its reference, or nil for an all-zero frame. A chunk that is
+    /// already stored is not written again. The chunk file is fsynced before it is renamed into
+    /// place; its folder's entry becomes durable at the next `sync()`.
+    public func put(_ bytes: some ContiguousBytes, codec: Zstd? = nil) throws -> ChunkRef? {
+        let zstd = try codec ?? Zstd()
+        return try bytes.withUnsafeBytes { try store($0, codec: zstd)?.ref }
+    }
+
+    /// `put` that also says whether this call wrote the chunk (false: it was already stored).
+    func store(_ raw: UnsafeRawBufferPointer, codec: Zstd) throws -> (ref: ChunkRef, isNew: Bool)? {
+        if FileIO.isZero(raw) { return nil }
+        let hash = ChunkStore.hash(raw)
+        let folder = chunksPath + "/" + hash.prefix(2)
+        let path = folder + "/" + hash
+        var st = stat()
+        // A zero-length file is never a chunk (a zstd frame is at least 9 bytes): it can only be
+        // left by a crash on a file system that exposes unwritten files, so it is replaced.
+        if stat(path, &st) == 0, st.st_size > 0 {
+            return (ChunkRef(hash: hash, rawSize: raw.count, storedSize: Int(st.st_size)), false)
+        }
+        let frame = try codec.compress(raw, level: level)
+        try makeFolder(folder)
+        try frame.withUnsafeBytes { try writeDurably($0, to: path) }
+        folders.withLock { _ = $0.unsynced.insert(folder) }
+        return (ChunkRef(hash: hash, rawSize: raw.count, storedSize: frame.count), true)
+    }
+
+    /// fsyncs every folder whose entries changed since the last call, once each: a snapshot of
+    /// thousands of chunks costs at most 257 folder fsyncs, not one per chunk.
+    public func sync() throws {
+        let pending = folders.withLock { state -> Set<String> in
+            defer { state.unsynced = [] }
+            return state.unsynced
+        }
+        // Prefix folders first, then `chunks` itself, whose new entries are those folders.
+        for folder in pending.sorted(by: { $0.count > $1.count }) {
+            do {
+                try AtomicFile.syncDirectory(URL(fileURLWithPath: folder))
+            } catch {
+                folders.withLock { $0.unsynced.formUnion(pending) }
+                throw error
+            }
+        }
+    }
+
+    private func makeFolder(_ folder: String) throws {
+        if folders.withLock({ $0.existing.contains(folder) }) { return }
+        var created: [String] = []
+        for path in [chunksPath, folder] {
+            if mkdir(path, 0o755) == 0 {
+                created.append(path)
+            } else if errno == ENOENT, path == chunksPath {
+                // The root itself is missing (a fresh home): create it like `StasisHome.prepare`.
+                do { try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true) } catch {
+                    throw StasisError(.ioFailure, "cannot create \(path)", cause: error)
+                }
+                created.append(path)
+            } else if errno != EEXIST {
+                throw StasisError(.ioFailure, "cannot create \(path)", cause: Errno())
+            }
+        }
+        folders.withLock { state in
+            state.existing.insert(folder)
+            for path in created {
+                // A new folder's entry lives in its parent.
+                state.unsynced.insert(String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)]))
+            }
+        }
+    }
+
+    private func writeDurably(_ bytes: UnsafeRawBufferPointer, to path: String) throws {
+        let temporary = FileIO.temporaryPath(beside: path)
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw StasisError(.ioFailure, "cannot create \(temporary)", cause: Errno()) }
+        do {
+            try FileIO.append(fd, bytes)
+            guard fsync(fd) == 0 else { throw StasisError(.ioFailure, "cannot fsync \(temporary)", cause: Errno()) }
+            close(fd)
+        } catch {
+            close(fd)
+            unlink(temporary)
+            throw error
+        }
+        // Two writers of the same chunk both rename complete, identical files: either one wins.
+        guard rename(temporary, path) == 0 else {
+            let error = Errno()
+            unlink(temporary)
+            throw StasisError(.ioFailure, "cannot rename \(temporary) to \(path)", cause: error)
+        }
+    }
+
+    // MARK: Reading
+
+    /// The uncompressed bytes of a chunk, checked against its hash. A missing chunk is
+    /// `.notFound`; one that does not decompress or does not match its hash is `.corrupted`.
+    public func get(_ ref: ChunkRef, codec: Zstd? = nil) throws -> [UInt8] {
+        let zstd = try codec ?? Zstd()
+        try checkReference(ref)
+        return try [UInt8](unsafeUninitializedCapacity: ref.rawSize) { buffer, count in
+            count = 0
+            _ = try load(ref, into: UnsafeMutableRawBufferPointer(buffer), codec: zstd)
+            count = ref.rawSize
+        }
+    }
+
+    /// Decompresses chunk `ref` into the first `ref.rawSize` bytes of `buffer`, verifies it, and
+    /// returns the stored frame (for an export that copies it).
+    @discardableResult
+    func load(_ ref: ChunkRef, into buffer: UnsafeMutableRawBufferPointer, codec: Zstd) throws -> [UInt8] {
+        try checkReference(ref)
+        let path = self.path(of: ref.hash)
+        let fd = try FileIO.openForReading(path)
+        defer { close(fd) }
+        let size = try FileIO.size(fd, path: path)
+        guard size > 0, size <= Zstd.compressBound(ref.rawSize) else {
+            throw StasisError(.corrupted, "chunk \(ref.hash) is damaged: \(size) bytes stored for \(ref.rawSize)")
+        }
+        let frame = try FileIO.readExactly(fd, count: size, at: 0)
+        do {
+            try frame.withUnsafeBytes { try codec.decompress($0, expectedSize: ref.rawSize, into: buffer) }
+        } catch {
+            throw StasisError(.corrupted, "chunk \(ref.hash) is damaged", cause: error)
+        }
+        guard ChunkStore.hash(UnsafeRawBufferPointer(rebasing: buffer[0 ..< ref.rawSize])) == ref.hash else {
+            throw StasisError(.corrupted, "chunk \(ref.hash) is damaged: its content does not match its hash")
+        }
+        return frame
+    }
+
+    /// The SHA-256 of `bytes` in hex: a chunk's name.
+    static func hash(_ bytes: UnsafeRawBufferPointer) -> String {
+        var hasher = SHA256()
+        hasher.update(bufferPointer: bytes)
+        return Hex.encode(hasher.finalize())
+    }
+
+    private func checkReference(_ ref: ChunkRef) throws {
+        guard Hex.isDigest(ref.hash) else {
+            throw StasisError(.invalidArgument, "'\(ref.hash.prefix(80))' is not a chunk hash (64 lowercase hex digits)")
+        }
+        guard ref.rawSize > 0, ref.rawSize <= Zstd.defaultMaxContentSize else {
+            throw StasisError(.invalidArgument, "chunk \(ref.hash) cannot hold \(ref.rawSize) bytes")
+        }
+    }
+
+    // MARK: Inventory
+
+    /// Where chunk `hash` is (or would be) stored.
+    public func path(of hash: String) -> String { chunksPath + "/" + hash.prefix(2) + "/" + hash }
+
+    /// Whether chunk `hash` is stored; false for anything that is not a chunk hash.
+    public func contains(_ hash: String) -> Bool {
+        guard Hex.isDigest(hash) else { return false }
+        var st = stat()
+        return stat(path(of: hash), &st) == 0 && st.st_size > 0
+    }
+
+    /// Every stored chunk's hash, for garbage collection. Temporary files are not chunks.
+    public func allHashes() throws -> Set<String> {
+        var hashes: Set<String> = []
+        try forEachChunk { hash, _ in hashes.insert(hash) }
+        return hashes
+    }
+
+    /// The total size of every stored chunk file.
+    public func storedBytes() throws -> Int {
+        var total = 0
+        try forEachChunk { _, size in total += size }
+        return total
+    }
+
+    /// Deletes chunk `hash`; returns false if it was not stored. The caller (gc) must know that
+    /// no snapshot refers to it.
+    @discardableResult
+    public func remove(_ hash: String) throws -> Bool {
+        guard Hex.isDigest(hash) else { throw StasisError(.invalidArgument, "'\(hash.prefix(80))' is not a chunk hash") }
+        let path = self.path(of: hash)
+        guard unlink(path) == 0 else {
+            if errno == ENOENT { return false }
+            throw StasisError(.ioFailure, "cannot remove \(path)", cause: Errno())
+        }
+        let folder = chunksPath + "/" + hash.prefix(2)
+        folders.withLock { _ = $0.unsynced.insert(folder) }
+        return true
+    }
+
+    private func forEachChunk(_ body: (String, Int) -> Void) throws {
+        let manager = FileManager.default
+        guard manager.fileExists(atPath: chunksPath) else { return }
+        let prefixes: [String]
+        do { prefixes = try manager.contentsOfDirectory(atPath: chunksPath) } catch {
+            throw StasisError(.ioFailure, "cannot list \(chunksPath)", cause: error)
+        }
+        for prefix in prefixes where prefix.utf8.count == 2 {
+            let folder = chunksPath + "/" + prefix
+            let names: [String]
+            do { names = try manager.contentsOfDirectory(atPath: folder) } catch {
+                throw StasisError(.ioFailure, "cannot list \(folder)", cause: error)
+            }
+            for name in names where Hex.isDigest(name) && name.hasPrefix(prefix) {
+                var st = stat()
+                guard stat(folder + "/" + name, &st) == 0, st.st_size > 0 else { continue }
+                body(name, Int(st.st_size))
+            }
+        }
+    }
+}

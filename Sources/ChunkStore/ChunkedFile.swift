@@ -1,0 +1,148 @@
+import Foundation
+import StasisCore
+
+/// A file kept in a `ChunkStore` as a `FrameList`: written back whole (eager restore), frame by
+/// frame (lazy restore), or exported in the zstd seekable format.
+public struct ChunkedFile: Sendable {
+    /// The store holding the chunks.
+    public let store: ChunkStore
+    /// The file's frames.
+    public let frames: FrameList
+    /// Worker threads for `materialize`.
+    public let workers: Int
+
+    /// Non-zero frames one worker takes at a time.
+    static let framesPerBatch = 64
+
+    /// The file described by `frames`, its chunks in `store`.
+    public init(store: ChunkStore, frames: FrameList, workers: Int? = nil) {
+        self.store = store
+        self.frames = frames
+        self.workers = max(1, workers ?? ParallelWork.defaultWorkers())
+    }
+
+    /// Writes the whole file to `url` as a sparse file: a temporary file beside it is sized with
+    /// ftruncate, only non-zero frames are written (decompressed on several threads, each checked
+    /// against its hash), then it is fsynced and renamed over `url`. A damaged or missing chunk
+    /// fails the whole write, naming the frame and the chunk, and leaves `url` untouched.
+    public func materialize(to url: URL, mode: mode_t = 0o600) throws {
+        let temporary = FileIO.temporaryPath(beside: url.path)
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw StasisError(.ioFailure, "cannot create \(temporary)", cause: Errno()) }
+        do {
+            guard ftruncate(fd, off_t(frames.totalSize)) == 0 else {
+                throw StasisError(.ioFailure, "cannot size \(temporary) to \(frames.totalSize) bytes", cause: Errno())
+            }
+            try write(positions: Array(frames.nonZeroFrames.indices), to: fd, name: url.path)
+            guard fsync(fd) == 0 else { throw StasisError(.ioFailure, "cannot fsync \(temporary)", cause: Errno()) }
+            close(fd)
+        } catch {
+            close(fd)
+            unlink(temporary)
+            throw error
+        }
+        try AtomicFile.rename(URL(fileURLWithPath: temporary), over: url)
+    }
+
+    /// Writes frames `indices` into the existing file at `url` (for a lazy restore that fills a
+    /// file as the guest touches it). Zero frames are skipped: the file is expected to be a fresh
+    /// sparse file of the list's size, where they already read as zeros. Not fsynced.
+    public func materialize(frames indices: some Sequence<Int>, into url: URL) throws {
+        var positions: [Int] = []
+        for index in indices {
+            guard index >= 0, index < frames.frameCount else {
+                throw StasisError(.invalidArgument, "frame \(index) is outside 0..<\(frames.frameCount)")
+            }
+            if let position = position(ofFrame: index) { positions.append(position) }
+        }
+        let fd = open(url.path, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw StasisError(.ioFailure, "cannot open \(url.path)", cause: Errno()) }
+        defer { close(fd) }
+        let size = try FileIO.size(fd, path: url.path)
+        guard size == frames.totalSize else {
+            throw StasisError(.invalidArgument, "\(url.path) is \(size) bytes; the frame list is \(frames.totalSize)")
+        }
+        try write(positions: positions, to: fd, name: url.path)
+    }
+
+    /// The uncompressed bytes of frame `index`, checked against its hash; zeros for a zero frame.
+    public func readFrame(_ index: Int, codec: Zstd? = nil) throws -> [UInt8] {
+        guard index >= 0, index < frames.frameCount else {
+            throw StasisError(.invalidArgument, "frame \(index) is outside 0..<\(frames.frameCount)")
+        }
+        guard let ref = frames.chunk(ofFrame: index) else {
+            return [UInt8](repeating: 0, count: frames.rawSize(ofFrame: index))
+        }
+        do { return try store.get(ref, codec: codec) } catch { throw frameError(index, ref, error) }
+    }
+
+    /// Reads and checks every chunk of the file without writing anything.
+    public func verify() throws {
+        let positions = frames.nonZeroFrames.count
+        let batches = (positions + ChunkedFile.framesPerBatch - 1) / ChunkedFile.framesPerBatch
+        let frames = self.frames
+        let store = self.store
+        try ParallelWork.run(workers: min(workers, max(batches, 1))) { _, work in
+            let codec = try Zstd()
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: frames.frameSize, alignment: 4096)
+            defer { buffer.deallocate() }
+            while let batch = work.take(below: batches) {
+                let start = batch * ChunkedFile.framesPerBatch
+                for position in start ..< min(start + ChunkedFile.framesPerBatch, positions) {
+                    let ref = frames.ref(at: position)
+                    do { try store.load(ref, into: buffer, codec: codec) } catch {
+                        throw ChunkedFile.frameError(frames.nonZeroFrames[position], ref, error)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The position of frame `index` among the non-zero frames, or nil for a zero frame.
+    private func position(ofFrame index: Int) -> Int? {
+        let list = frames.nonZeroFrames
+        var low = 0
+        var high = list.count
+        while low < high {
+            let middle = (low + high) / 2
+            if list[middle] < index { low = middle + 1 } else { high = middle }
+        }
+        return low < list.count && list[low] == index ? low : nil
+    }
+
+    /// Decompresses the non-zero frames at `positions` and pwrites each at its offset.
+    private func write(positions: [Int], to fd: Int32, name: String) throws {
+        let batches = (positions.count + ChunkedFile.framesPerBatch - 1) / ChunkedFile.framesPerBatch
+        let frames = self.frames
+        let store = self.store
+        try ParallelWork.run(workers: min(workers, max(batches, 1))) { _, work in
+            let codec = try Zstd()
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: frames.frameSize, alignment: 4096)
+            defer { buffer.deallocate() }
+            while let batch = work.take(below: batches) {
+                let start = batch * ChunkedFile.framesPerBatch
+                for position in positions[start ..< min(start + ChunkedFile.framesPerBatch, positions.count)] {
+                    let index = frames.nonZeroFrames[position]
+                    let ref = frames.ref(at: position)
+                    do {
+                        try store.load(ref, into: buffer, codec: codec)
+                        try FileIO.write(fd, UnsafeRawBufferPointer(rebasing: buffer[0 ..< ref.rawSize]), at: index * frames.frameSize)
+                    } catch {
+                        throw ChunkedFile.frameError(index, ref, error, file: name)
+                    }
+                }
+            }
+        }
+    }
+
+    private func frameError(_ index: Int, _ ref: ChunkRef, _ error: any Error) -> StasisError {
+        ChunkedFile.frameError(index, ref, error)
+    }
+
+    /// An error naming the frame and its chunk, keeping the cause's code (`.corrupted`, `.notFound`…).
+    static func frameError(_ index: Int, _ ref: ChunkRef, _ error: any Error, file: String? = nil) -> StasisError {
+        let code = (error as? StasisError)?.code ?? .ioFailure
+        let place = file.map { " of \($0)" } ?? ""
+        return StasisError(code, "frame \(index)\(place) (chunk \(ref.hash))", cause: error)
+    }
+}

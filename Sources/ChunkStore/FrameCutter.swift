@@ -1,0 +1,132 @@
+import Foundation
+import StasisCore
+import Synchronization
+
+/// Cuts a file into fixed-size frames and puts every non-zero frame into a `ChunkStore`, on
+/// several threads. Holes of a sparse file are found with SEEK_DATA/SEEK_HOLE and never read, so
+/// a 512 MiB memory file with 100 MiB in use costs 100 MiB of reading.
+public struct FrameCutter: Sendable {
+    /// The store frames go to.
+    public let store: ChunkStore
+    /// Bytes per frame.
+    public let frameSize: Int
+    /// Worker threads.
+    public let workers: Int
+
+    /// The bytes one worker reads at a time: big enough that a 4 KiB frame size does not mean
+    /// one pread per page.
+    static let batchBytes = 1 << 20
+
+    /// A cutter for `frameSize` frames (a power of two, 4 KiB…2 MiB) using `workers` threads
+    /// (default: twice the cores, at least 8, because writing a chunk waits on fsync).
+    public init(store: ChunkStore, frameSize: Int = 64 << 10, workers: Int? = nil) throws {
+        guard frameSize >= FrameList.minFrameSize, frameSize <= FrameList.maxFrameSize, frameSize & (frameSize - 1) == 0 else {
+            throw StasisError(.invalidArgument, "frame size \(frameSize) is not a power of two from 4 KiB to 2 MiB")
+        }
+        self.store = store
+        self.frameSize = frameSize
+        self.workers = max(1, workers ?? ParallelWork.defaultWorkers())
+    }
+
+    /// Cuts the file at `url`, stores its frames, syncs the store's folders and returns the frame
+    /// list. Blocks the calling thread; the file must not change meanwhile.
+    public func cut(_ url: URL) throws -> CutResult {
+        let path = url.path
+        let fd = try FileIO.openForReading(path)
+        defer { close(fd) }
+        let size = try FileIO.size(fd, path: path)
+        guard size <= FrameList.maxTotalSize else {
+            throw StasisError(.invalidArgument, "\(path) is \(size) bytes; a frame list holds at most \(FrameList.maxTotalSize)")
+        }
+        let batches = batches(of: try FileIO.dataRanges(fd, size: size), size: size)
+        let results = Mutex(Tally())
+        let frameSize = self.frameSize
+        let store = self.store
+        let batchCapacity = max(frameSize, FrameCutter.batchBytes)
+        do {
+            try ParallelWork.run(workers: min(workers, max(batches.count, 1))) { _, work in
+                let codec = try Zstd()
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: batchCapacity, alignment: 4096)
+                defer { buffer.deallocate() }
+                guard let base = buffer.baseAddress else { return }
+                var local = Tally()
+                while let b = work.take(below: batches.count) {
+                    let batch = batches[b]
+                    let offset = batch.lowerBound * frameSize
+                    let length = min(batch.count * frameSize, size - offset)
+                    let got = try FileIO.read(fd, into: base, count: length, at: offset)
+                    guard got == length else {
+                        throw StasisError(.ioFailure, "\(path) shrank while being cut: \(got) of \(length) bytes at offset \(offset)")
+                    }
+                    local.bytesRead += length
+                    for index in batch {
+                        let start = (index - batch.lowerBound) * frameSize
+                        let frame = UnsafeRawBufferPointer(rebasing: buffer[start ..< min(start + frameSize, length)])
+                        guard let (ref, isNew) = try store.store(frame, codec: codec) else {
+                            local.zeroFrames += 1
+                            continue
+                        }
+                        local.frames.append((index, ref))
+                        if isNew { local.written[ref.hash] = ref.storedSize }
+                    }
+                }
+                results.withLock { $0.absorb(local) }
+            }
+        } catch let error as StasisError {
+            throw StasisError(error.code, "cannot cut \(path) into frames", cause: error)
+        }
+        try store.sync()
+        let tally = results.withLock { $0 }
+        let frames = try FrameList(frameSize: frameSize, totalSize: size, frames: tally.frames)
+        let holes = frames.frameCount - frames.nonZeroFrames.count - tally.zeroFrames
+        return CutResult(
+            frames: frames,
+            newChunks: tally.written.count,
+            newBytes: tally.written.values.reduce(0, +),
+            reusedFrames: frames.nonZeroFrames.count - tally.written.count,
+            zeroFrames: tally.zeroFrames + holes,
+            bytesRead: tally.bytesRead
+        )
+    }
+
+    /// Frame ranges covering `ranges` (byte ranges with data), merged and split so that each is
+    /// at most one read buffer.
+    func batches(of ranges: [Range<Int>], size: Int) -> [Range<Int>] {
+        let perBatch = max(1, FrameCutter.batchBytes / frameSize)
+        var merged: [Range<Int>] = []
+        for range in ranges where !range.isEmpty {
+            let first = range.lowerBound / frameSize
+            let end = (min(range.upperBound, size) + frameSize - 1) / frameSize
+            if let last = merged.last, first <= last.upperBound {
+                merged[merged.count - 1] = last.lowerBound ..< max(last.upperBound, end)
+            } else {
+                merged.append(first ..< end)
+            }
+        }
+        var batches: [Range<Int>] = []
+        for range in merged {
+            var start = range.lowerBound
+            while start < range.upperBound {
+                let end = min(start + perBatch, range.upperBound)
+                batches.append(start ..< end)
+                start = end
+            }
+        }
+        return batches
+    }
+
+    /// One worker's count, summed into the cut's.
+    private struct Tally {
+        var frames: [(index: Int, ref: ChunkRef)] = []
+        var written: [String: Int] = [:]
+        var zeroFrames = 0
+        var bytesRead = 0
+
+        mutating func absorb(_ other: Tally) {
+            frames += other.frames
+            written.merge(other.written) { first, _ in first }
+            zeroFrames += other.zeroFrames
+            bytesRead += other.bytesRead
+        }
+    }
+}

@@ -1,0 +1,226 @@
+import Crypto
+import Foundation
+import StasisCore
+
+/// A file cut into fixed-size frames: its size, the frame size, and for each frame the chunk that
+/// holds it or nothing (all zeros). The last frame may be shorter than the others.
+///
+/// Kept compact for manifests: distinct chunks are listed once, and the JSON `frames` array holds
+/// one number per non-zero frame (an index into `chunks`) and one negative number per run of zero
+/// frames (minus its length), so a 512 MiB memory file that is mostly zero costs a few numbers
+/// for its holes. In memory only non-zero frames take space, so a damaged size cannot make
+/// decoding allocate for frames that are not listed.
+public struct FrameList: Codable, Equatable, Sendable {
+    /// The format written and read.
+    public static let currentVersion = 1
+    /// The smallest frame size: one guest page.
+    public static let minFrameSize = 4 << 10
+    /// The largest frame size.
+    public static let maxFrameSize = 2 << 20
+    /// The largest file a frame list describes (4 TiB), a bound for damaged input.
+    public static let maxTotalSize = 1 << 42
+
+    /// Bytes per frame (a power of two, 4 KiB…2 MiB).
+    public let frameSize: Int
+    /// The file's size in bytes.
+    public let totalSize: Int
+    /// Distinct chunk hashes, in order of first use.
+    public let chunks: [String]
+    /// Stored size of each entry of `chunks`.
+    public let storedSizes: [Int]
+    /// Indices of the non-zero frames, ascending.
+    public let nonZeroFrames: [Int]
+    /// For each entry of `nonZeroFrames`, its chunk's position in `chunks`.
+    let chunkOfFrame: [Int]
+    /// "sha256f:" + SHA-256 over frame size, total size and each non-zero frame's index and chunk
+    /// hash: equal for equal contents, whatever the compression.
+    public let digest: String
+
+    /// The number of frames, zero or not.
+    public var frameCount: Int { (totalSize + frameSize - 1) / frameSize }
+    /// The sum of the distinct chunks' stored sizes.
+    public var storedBytes: Int { storedSizes.reduce(0, +) }
+
+    /// A frame list from the non-zero frames' chunks (any order); every other frame is zero.
+    public init(frameSize: Int, totalSize: Int, frames: some Sequence<(index: Int, ref: ChunkRef)>) throws {
+        try FrameList.checkGeometry(frameSize: frameSize, totalSize: totalSize, error: .invalidArgument)
+        let sorted = frames.sorted { $0.index < $1.index }
+        let frameCount = (totalSize + frameSize - 1) / frameSize
+        var chunks: [String] = []
+        var storedSizes: [Int] = []
+        var position: [String: Int] = [:]
+        var indices: [Int] = []
+        var chunkOfFrame: [Int] = []
+        indices.reserveCapacity(sorted.count)
+        chunkOfFrame.reserveCapacity(sorted.count)
+        for (index, ref) in sorted {
+            guard index >= 0, index < frameCount, index != indices.last else {
+                throw StasisError(.invalidArgument, "frame \(index) is listed twice or outside 0..<\(frameCount)")
+            }
+            let raw = FrameList.rawSize(ofFrame: index, frameSize: frameSize, totalSize: totalSize)
+            guard Hex.isDigest(ref.hash), ref.rawSize == raw, ref.storedSize > 0 else {
+                throw StasisError(.invalidArgument, "frame \(index) cannot hold chunk \(ref.hash.prefix(80)) of \(ref.rawSize) bytes")
+            }
+            let slot: Int
+            if let known = position[ref.hash] {
+                slot = known
+            } else {
+                slot = chunks.count
+                position[ref.hash] = slot
+                chunks.append(ref.hash)
+                storedSizes.append(ref.storedSize)
+            }
+            indices.append(index)
+            chunkOfFrame.append(slot)
+        }
+        self.frameSize = frameSize
+        self.totalSize = totalSize
+        self.chunks = chunks
+        self.storedSizes = storedSizes
+        self.nonZeroFrames = indices
+        self.chunkOfFrame = chunkOfFrame
+        self.digest = FrameList.digest(frameSize: frameSize, totalSize: totalSize, frames: indices, chunkOfFrame: chunkOfFrame, chunks: chunks)
+    }
+
+    /// The uncompressed length of frame `index`.
+    public func rawSize(ofFrame index: Int) -> Int {
+        FrameList.rawSize(ofFrame: index, frameSize: frameSize, totalSize: totalSize)
+    }
+
+    /// The chunk holding frame `index`, or nil if that frame is all zeros (or out of range).
+    public func chunk(ofFrame index: Int) -> ChunkRef? {
+        var low = 0
+        var high = nonZeroFrames.count
+        while low < high {
+            let middle = (low + high) / 2
+            if nonZeroFrames[middle] < index { low = middle + 1 } else { high = middle }
+        }
+        guard low < nonZeroFrames.count, nonZeroFrames[low] == index else { return nil }
+        return ref(at: low)
+    }
+
+    /// The chunk of the `position`-th non-zero frame.
+    func ref(at position: Int) -> ChunkRef {
+        let slot = chunkOfFrame[position]
+        return ChunkRef(hash: chunks[slot], rawSize: rawSize(ofFrame: nonZeroFrames[position]), storedSize: storedSizes[slot])
+    }
+
+    private static func rawSize(ofFrame index: Int, frameSize: Int, totalSize: Int) -> Int {
+        max(0, min(frameSize, totalSize - index * frameSize))
+    }
+
+    private static func checkGeometry(frameSize: Int, totalSize: Int, error code: StasisError.Code) throws {
+        guard frameSize >= minFrameSize, frameSize <= maxFrameSize, frameSize & (frameSize - 1) == 0 else {
+            throw StasisError(code, "frame size \(frameSize) is not a power of two from 4 KiB to 2 MiB")
+        }
+        guard totalSize >= 0, totalSize <= maxTotalSize else {
+            throw StasisError(code, "file size \(totalSize) is outside 0…\(maxTotalSize)")
+        }
+    }
+
+    private static func digest(frameSize: Int, totalSize: Int, frames: [Int], chunkOfFrame: [Int], chunks: [String]) -> String {
+        var hasher = SHA256()
+        hasher.update(data: Array("stasis.framelist.1".utf8))
+        func add(_ value: Int) {
+            var little = UInt64(value).littleEndian
+            withUnsafeBytes(of: &little) { hasher.update(bufferPointer: $0) }
+        }
+        add(frameSize)
+        add(totalSize)
+        let raw = chunks.map(Hex.decode)
+        for (index, slot) in zip(frames, chunkOfFrame) {
+            add(index)
+            hasher.update(data: raw[slot])
+        }
+        return "sha256f:" + Hex.encode(hasher.finalize())
+    }
+
+    // MARK: Codable
+
+    private enum CodingKeys: String, CodingKey {
+        case version, frameSize, totalSize, chunks, storedSizes, frames, digest
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(FrameList.currentVersion, forKey: .version)
+        try container.encode(frameSize, forKey: .frameSize)
+        try container.encode(totalSize, forKey: .totalSize)
+        try container.encode(chunks, forKey: .chunks)
+        try container.encode(storedSizes, forKey: .storedSizes)
+        var runs: [Int] = []
+        var next = 0
+        for (index, slot) in zip(nonZeroFrames, chunkOfFrame) {
+            if index > next { runs.append(next - index) }
+            runs.append(slot)
+            next = index + 1
+        }
+        if frameCount > next { runs.append(next - frameCount) }
+        try container.encode(runs, forKey: .frames)
+        try container.encode(digest, forKey: .digest)
+    }
+
+    /// Decodes and checks everything: geometry, hashes, sizes, runs that add up to exactly the
+    /// frame count, every chunk used, and the digest. Damage is `.corrupted`.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let version = try container.decode(Int.self, forKey: .version)
+        guard version == FrameList.currentVersion else {
+            throw StasisError(.unsupported, "frame list version \(version); this stasis reads version \(FrameList.currentVersion)")
+        }
+        let frameSize = try container.decode(Int.self, forKey: .frameSize)
+        let totalSize = try container.decode(Int.self, forKey: .totalSize)
+        try FrameList.checkGeometry(frameSize: frameSize, totalSize: totalSize, error: .corrupted)
+        let chunks = try container.decode([String].self, forKey: .chunks)
+        let storedSizes = try container.decode([Int].self, forKey: .storedSizes)
+        let runs = try container.decode([Int].self, forKey: .frames)
+        let digest = try container.decode(String.self, forKey: .digest)
+        guard storedSizes.count == chunks.count else {
+            throw StasisError(.corrupted, "frame list has \(chunks.count) chunks but \(storedSizes.count) stored sizes")
+        }
+        guard chunks.allSatisfy(Hex.isDigest), Set(chunks).count == chunks.count else {
+            throw StasisError(.corrupted, "frame list has a chunk hash that is malformed or listed twice")
+        }
+        let bound = Zstd.compressBound(frameSize)
+        guard storedSizes.allSatisfy({ $0 > 0 && $0 <= bound }) else {
+            throw StasisError(.corrupted, "frame list has a stored size outside 1…\(bound)")
+        }
+        let frameCount = (totalSize + frameSize - 1) / frameSize
+        var indices: [Int] = []
+        var chunkOfFrame: [Int] = []
+        var used = [Bool](repeating: false, count: chunks.count)
+        var position = 0
+        for value in runs {
+            if value >= 0 {
+                guard value < chunks.count, position < frameCount else {
+                    throw StasisError(.corrupted, "frame list names chunk \(value) of \(chunks.count) at frame \(position) of \(frameCount)")
+                }
+                indices.append(position)
+                chunkOfFrame.append(value)
+                used[value] = true
+                position += 1
+            } else {
+                // Int.min has no negation; any run longer than the frames left is damage.
+                guard value != Int.min, -value <= frameCount - position else {
+                    throw StasisError(.corrupted, "frame list has a run of \(value) zero frames at frame \(position) of \(frameCount)")
+                }
+                position -= value
+            }
+        }
+        guard position == frameCount else {
+            throw StasisError(.corrupted, "frame list covers \(position) frames; the file has \(frameCount)")
+        }
+        guard used.allSatisfy({ $0 }) else { throw StasisError(.corrupted, "frame list lists a chunk no frame uses") }
+        let computed = FrameList.digest(frameSize: frameSize, totalSize: totalSize, frames: indices, chunkOfFrame: chunkOfFrame, chunks: chunks)
+        guard computed == digest else {
+            throw StasisError(.corrupted, "frame list digest is \(digest.prefix(80)); its content gives \(computed)")
+        }
+        self.frameSize = frameSize
+        self.totalSize = totalSize
+        self.chunks = chunks
+        self.storedSizes = storedSizes
+        self.nonZeroFrames = indices
+        self.chunkOfFrame = chunkOfFrame
+        self.digest = digest
+    }
+}
