@@ -30,7 +30,7 @@ done
 
 home="${STASIS_HOME:-$HOME/.stasis}"
 packages=(qemu-system-x86 qemu-utils e2fsprogs zstd libzstd-dev mmdebstrap busybox-static lz4 socat
-          cpio curl ca-certificates binutils python3)
+          cpio curl ca-certificates binutils python3 git pkg-config)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -22,7 +22,18 @@ extension Session {
                 return
             }
             try await recoverFromCrash()
-        case .booting, .running, .restoring, .snapshotting:
+        case .snapshotting:
+            // Killed mid-suspend. A committed snapshot wins (recoverFromCrash takes it; QEMU was
+            // only waiting to quit); otherwise a machine still alive holds the newest state.
+            if try newestCommittedSnapshot() == nil, let name = machineName, let alive = try liveMachine(named: name),
+               (try? await alive.resumeAfterInterruptedSnapshot()) == true {
+                adopt(alive)
+                try await event("recovered", .idle, message: "stasis stopped while snapshotting; the machine was still there and runs on")
+                await lock.run { scheduleIdleTimerAfterRecovery() }
+                return
+            }
+            try await recoverFromCrash()
+        case .booting, .running, .restoring:
             try await recoverFromCrash()
         }
     }
@@ -43,7 +54,9 @@ extension Session {
         var message = "stasis stopped while the session was \(interruptedState.rawValue)"
         if let snapshotID {
             message += "; the machine is back from snapshot \(snapshotID)"
-            if interruptedState != .snapshotting { message += ", so changes made by this turn's tool calls are gone" }
+            if interruptedState != .snapshotting && interruptedState != .idle {
+                message += ", so changes made by this turn's tool calls are gone"
+            }
         } else {
             message += "; no snapshot existed, so a new machine will boot"
         }

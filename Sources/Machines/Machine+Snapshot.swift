@@ -27,10 +27,12 @@ extension Machine {
         }
     }
 
-    /// Pauses the machine and writes its whole execution state into `directory` (device state,
-    /// RAM, disk). Without `leaveRunning` the machine is stopped afterwards; with it, the guest
-    /// resumes on a new disk overlay after a short pause.
-    public func capture(into directory: URL, leaveRunning: Bool) async throws -> Capture {
+    /// Pauses the machine, writes its whole execution state into `directory` (device state, RAM,
+    /// disk) and hands it to `commit`. Without `leaveRunning` the machine is stopped afterwards,
+    /// and `commit` runs while the guest is still paused: a crash at any moment leaves either a
+    /// live machine or a committed snapshot, never neither. With it, the guest resumes on a new
+    /// disk overlay after a short pause, and `commit` runs after that.
+    public func capture(into directory: URL, leaveRunning: Bool, commit: @Sendable (Capture) async throws -> Void) async throws {
         let engine = try snapshotEngine
         let current = try refresh()
         guard current.state == .running, let pid = current.pid else {
@@ -46,32 +48,57 @@ extension Machine {
         let diskOut = directory.appendingPathComponent("disk.qcow2")
         let memory = paths.memory(of: current)
         let ramInFile = current.memoryShared != false
-        let saved: SavedState
+        let layout = engine.deviceLayout(current, accelerator: accel)
+        // The disk layers above the base (the frozen overlay and any kept in the run folder by
+        // earlier snapshots) collapse into one file whose backing is the base.
+        let collapse = { @Sendable (frozen: URL) async throws in
+            try await HostTool.run("qemu-img", ["convert", "-U", "-O", "qcow2", "-B", base, "-F", baseFormat, frozen.path, diskOut.path])
+        }
+        let capture = { @Sendable (paused: Duration) in
+            Capture(record: current, state: state, memory: ramInFile ? memoryOut : nil, disk: diskOut, diskBase: base,
+                    paused: paused, engineVersion: version, deviceLayout: layout)
+        }
         if leaveRunning {
             let next = "disk-\(UInt32.random(in: 0 ... .max)).qcow2"
-            saved = try await engine.saveState(pid: pid, record: current, paths: paths, to: state,
-                                               leaveRunningOn: paths.directory.appendingPathComponent(next)) {
+            let saved = try await engine.saveState(pid: pid, record: current, paths: paths, to: state,
+                                                   leaveRunningOn: paths.directory.appendingPathComponent(next)) { _ in
                 // The guest is paused: its RAM file holds exactly the state being saved.
                 if ramInFile { try await Self.copySparse(memory, to: memoryOut) }
             }
             try move(to: .running) { $0.diskFile = next }
-        } else {
-            saved = try await engine.saveState(pid: pid, record: current, paths: paths, to: state, leaveRunningOn: nil) {}
-            // The state is saved and the guest paused for good: a QEMU slow to quit is killed.
-            if !(await engine.waitForExit(pid: pid, machineID: id, timeout: .seconds(10))) {
-                await engine.kill(pid: pid, paths: paths)
-                _ = await engine.waitForExit(pid: pid, machineID: id, timeout: .seconds(5))
-            }
-            try move(to: .stopping)
-            try move(to: .stopped) { $0.pid = nil }
-            // QEMU is gone: the RAM file is the snapshot's memory as it stands.
-            if ramInFile { try Self.link(memory, to: memoryOut) }
+            try await collapse(saved.frozenDisk)
+            try await commit(capture(saved.paused))
+            return
         }
-        // The disk layers above the base (the frozen overlay and any kept in the run folder by
-        // earlier snapshots) collapse into one file whose backing is the base.
-        try await HostTool.run("qemu-img", ["convert", "-U", "-O", "qcow2", "-B", base, "-F", baseFormat, saved.frozenDisk.path, diskOut.path])
-        return Capture(record: current, state: state, memory: ramInFile ? memoryOut : nil, disk: diskOut, diskBase: base,
-                       paused: saved.paused, engineVersion: version, deviceLayout: engine.deviceLayout(current, accelerator: accel))
+        _ = try await engine.saveState(pid: pid, record: current, paths: paths, to: state, leaveRunningOn: nil) { saved in
+            // Paused for good: the RAM file no longer changes, so the snapshot can share its inode.
+            if ramInFile { try Self.link(memory, to: memoryOut) }
+            try await collapse(saved.frozenDisk)
+            try await commit(capture(saved.paused))
+        }
+        // The snapshot is committed and QEMU told to quit: one slow to quit is killed.
+        if !(await engine.waitForExit(pid: pid, machineID: id, timeout: .seconds(10))) {
+            await engine.kill(pid: pid, paths: paths)
+            _ = await engine.waitForExit(pid: pid, machineID: id, timeout: .seconds(5))
+        }
+        try move(to: .stopping)
+        try move(to: .stopped) { $0.pid = nil }
+    }
+
+    /// Lets a guest run again that an interrupted snapshot (its stasis process killed) left
+    /// paused; returns false if the machine has no live process. A snapshot that was still being
+    /// written is abandoned (its staging folder is swept later); the machine goes on as it was.
+    public func resumeAfterInterruptedSnapshot() async throws -> Bool {
+        let current = try store.reconcile(try refresh())
+        guard current.state == .running else { return false }
+        try await QMPClient.connect(socketPath: paths.qmpSocket.path) { qmp in
+            let status = try await qmp.execute("query-status") as? [String: any Sendable]
+            guard status?["status"] as? String != "running" else { return }
+            // A migration that stasis started and never finished would keep the guest paused.
+            _ = try? await qmp.execute("migrate_cancel")
+            try await qmp.execute("cont")
+        }
+        return true
     }
 
     /// How a restored machine gets its RAM.

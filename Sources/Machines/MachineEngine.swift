@@ -74,11 +74,12 @@ public protocol SnapshottingEngine: MachineEngine {
     func version() async throws -> String
     /// The device list, in order, that `record` would get; restore compares it with the snapshot's.
     func deviceLayout(_ record: MachineRecord, accelerator: AcceleratorChoice) -> [String]
-    /// Pauses the guest and writes its device state to `state`. Then either ends the process, or
-    /// (with `freezeDiskTo`) moves the guest onto a new disk overlay, calls `whilePaused` (to copy
-    /// RAM, say) and resumes it.
+    /// Pauses the guest and writes its device state to `state`, then calls `whilePaused` with what
+    /// was saved. Without `newDisk` it then ends the process (the caller commits the snapshot in
+    /// `whilePaused`); with it, it moves the guest onto that new disk overlay first (so the caller
+    /// can copy RAM in `whilePaused`) and resumes it.
     func saveState(pid: Int32, record: MachineRecord, paths: MachinePaths, to state: URL,
-                   leaveRunningOn newDisk: URL?, whilePaused: @Sendable () async throws -> Void) async throws -> SavedState
+                   leaveRunningOn newDisk: URL?, whilePaused: @Sendable (SavedState) async throws -> Void) async throws -> SavedState
     /// Starts a process that loads `source` instead of booting, and resumes it.
     func restore(_ record: MachineRecord, paths: MachinePaths, from source: RestoreSource,
                  accelerator: AcceleratorChoice) async throws -> Int32

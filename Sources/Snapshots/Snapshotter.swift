@@ -1,6 +1,7 @@
 import Foundation
 import Machines
 import StasisCore
+import Synchronization
 
 /// Takes snapshots of running machines and brings them back, as one machine or many.
 public struct Snapshotter: Sendable {
@@ -16,27 +17,39 @@ public struct Snapshotter: Sendable {
     public func take(_ machine: Machine, tag: String?, leaveRunning: Bool) async throws -> SnapshotManifest {
         let (id, staged, lock) = try snapshots.stage()
         defer { withExtendedLifetime(lock) {} }
+        let committed = Mutex<SnapshotManifest?>(nil)
         do {
-            let capture = try await machine.capture(into: staged, leaveRunning: leaveRunning)
-            let record = capture.record
-            let parent = try record.restoredFrom.map { try snapshots.manifest($0) }
-            let manifest = SnapshotManifest(
-                format: SnapshotManifest.currentFormat, id: id, tag: tag, created: Date(),
-                machineID: record.id, machineName: record.name, spec: record.spec,
-                engine: .init(name: machines.engine.name, version: capture.engineVersion,
-                              accelerator: record.accelerator ?? "tcg", deviceLayout: capture.deviceLayout),
-                kernel: record.kernel ?? "unknown", image: record.spec.image, diskBase: capture.diskBase,
-                parent: parent?.id, generation: record.generation ?? 0,
-                pausedMilliseconds: capture.paused.milliseconds,
-                state: try SnapshotStore.part(capture.state),
-                memory: try capture.memory.map { try SnapshotStore.part($0) },
-                disk: try SnapshotStore.part(capture.disk))
-            try snapshots.commit(manifest, staged: staged)
-            return manifest
+            try await machine.capture(into: staged, leaveRunning: leaveRunning) { capture in
+                let manifest = try manifest(id: id, tag: tag, capture: capture)
+                try snapshots.commit(manifest, staged: staged)
+                committed.withLock { $0 = manifest }
+            }
         } catch {
+            // Committed but the machine failed to stop afterwards: the snapshot is whole; keep it.
+            if let manifest = committed.withLock({ $0 }) { return manifest }
             try? FileManager.default.removeItem(at: staged)
             throw error
         }
+        guard let manifest = committed.withLock({ $0 }) else {
+            throw StasisError(.internalError, "the snapshot of \(await machine.name) was never committed")
+        }
+        return manifest
+    }
+
+    private func manifest(id: String, tag: String?, capture: Machine.Capture) throws -> SnapshotManifest {
+        let record = capture.record
+        let parent = try record.restoredFrom.map { try snapshots.manifest($0) }
+        return SnapshotManifest(
+            format: SnapshotManifest.currentFormat, id: id, tag: tag, created: Date(),
+            machineID: record.id, machineName: record.name, spec: record.spec,
+            engine: .init(name: machines.engine.name, version: capture.engineVersion,
+                          accelerator: record.accelerator ?? "tcg", deviceLayout: capture.deviceLayout),
+            kernel: record.kernel ?? "unknown", image: record.spec.image, diskBase: capture.diskBase,
+            parent: parent?.id, generation: record.generation ?? 0,
+            pausedMilliseconds: capture.paused.milliseconds,
+            state: try SnapshotStore.part(capture.state),
+            memory: try capture.memory.map { try SnapshotStore.part($0) },
+            disk: try SnapshotStore.part(capture.disk))
     }
 
     /// Checks that this host can load the snapshot: same engine, engine version, device layout

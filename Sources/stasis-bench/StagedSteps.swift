@@ -132,7 +132,7 @@ enum StagedTake {
             let next = "disk-\(UInt32.random(in: 0 ... .max)).qcow2"
             let copy = TimeBox()
             saved = try await engine.saveState(pid: pid, record: current, paths: paths, to: state,
-                                               leaveRunningOn: paths.directory.appendingPathComponent(next)) {
+                                               leaveRunningOn: paths.directory.appendingPathComponent(next)) { _ in
                 let c = ContinuousClock()
                 let t = c.now
                 try await HostTool.run("cp", ["--sparse=always", memory.path, memoryOut.path])
@@ -148,7 +148,7 @@ enum StagedTake {
             try machine.store.save(record)
             s.linkOrRecord = lap()
         } else {
-            saved = try await engine.saveState(pid: pid, record: current, paths: paths, to: state, leaveRunningOn: nil) {}
+            saved = try await engine.saveState(pid: pid, record: current, paths: paths, to: state, leaveRunningOn: nil) { _ in }
             let inSaveState = lap()
             s.paused = saved.paused.milliseconds
             s.qmpOutsidePause = inSaveState - s.paused

@@ -114,4 +114,46 @@ struct ServeCrashTests {
         try await client.deleteSession(info.id)
         server.stop()
     }
+
+    @Test func killedWhileSuspendingLosesNothingCommitted() async throws {
+        let home = try await VMFixture.shared.secondaryHome()
+        var server = try await ServeProcess(home: home)
+        let token = try ServerToken.load(ServerToken.file(home: home))
+        var client = StasisClient(baseURL: server.url, token: token)
+        let info = try await client.createSession(CreateSessionRequest(image: "bb", memory: "256M", idleTimeoutSeconds: 600))
+        var written: [String] = []
+        // The kill lands at a different moment of the suspend each round.
+        for (round, delay) in [0, 120, 300].enumerated() {
+            _ = try await client.send(info.id, text: "$ echo r\(round) >> /root/f", wait: true)
+            let before = try await client.session(info.id)
+            let suspending = Task { [client] in try? await client.suspend(info.id) }
+            try await Task.sleep(for: .milliseconds(delay))
+            server.kill9()
+            _ = await suspending.value
+            server = try await ServeProcess(home: home)
+            client = StasisClient(baseURL: server.url, token: token)
+
+            let after = try await client.session(info.id)
+            #expect([.idle, .suspended].contains(after.state), "round \(round): \(after.state)")
+            var events: [SystemEventBody] = []
+            for try await record in client.events(info.id, after: before.lastSeq, follow: false) where record.kind == .system {
+                events.append(try record.decodeBody(SystemEventBody.self))
+            }
+            let fellBack = events.contains { $0.event == "crashed" }
+            written.append("r\(round)")
+            _ = try await client.send(info.id, text: "$ cat /root/f", wait: true)
+            let last = try await client.session(info.id)
+            var output = ""
+            for try await record in client.events(info.id, after: last.lastSeq - 3, follow: false) where record.kind == .toolResult {
+                output = try record.decodeBody(ToolResultBody.self).content
+            }
+            let lines = output.split(separator: "\n").filter { !$0.hasPrefix("[") }.map(String.init)
+            // The suspend's snapshot is committed before QEMU quits: whatever moment the kill
+            // hit, the machine comes back with every write, from the live machine or the snapshot.
+            #expect(lines == written, "round \(round) (fell back: \(fellBack)): \(output)")
+            written = lines
+        }
+        try await client.deleteSession(info.id)
+        server.stop()
+    }
 }

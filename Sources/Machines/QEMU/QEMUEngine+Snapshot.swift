@@ -17,7 +17,7 @@ extension QEMUEngine: SnapshottingEngine {
     /// The proven sequence (DESIGN.md): with RAM in a shared file, `x-ignore-shared` leaves it out
     /// of the stream, so only device state (tens of KB) is written while the guest is paused.
     public func saveState(pid: Int32, record: MachineRecord, paths: MachinePaths, to state: URL,
-                          leaveRunningOn newDisk: URL?, whilePaused: @Sendable () async throws -> Void) async throws -> SavedState {
+                          leaveRunningOn newDisk: URL?, whilePaused: @Sendable (SavedState) async throws -> Void) async throws -> SavedState {
         let ramInFile = record.memoryShared != false
         let clock = ContinuousClock()
         return try await QMPClient.connect(socketPath: paths.qmpSocket.path) { qmp in
@@ -30,17 +30,22 @@ extension QEMUEngine: SnapshottingEngine {
                 try await Self.waitForMigration(qmp)
                 if let newDisk {
                     try await qmp.execute("blockdev-snapshot-sync", ["device": "d0", "snapshot-file": newDisk.path, "format": "qcow2"])
-                    try await whilePaused()
+                    try await whilePaused(SavedState(paused: clock.now - pausedAt, ramInState: !ramInFile, frozenDisk: frozenDisk))
                     try await qmp.execute("cont")
-                } else {
-                    try await qmp.execute("quit")
+                    return SavedState(paused: clock.now - pausedAt, ramInState: !ramInFile, frozenDisk: frozenDisk)
                 }
+                // The state is saved: the guest stays paused for good. The caller commits the
+                // snapshot now and QEMU quits only after that, so a crash in between leaves a live
+                // machine or a whole snapshot, never neither.
+                let saved = SavedState(paused: clock.now - pausedAt, ramInState: !ramInFile, frozenDisk: frozenDisk)
+                try await whilePaused(saved)
+                try await qmp.execute("quit")
+                return saved
             } catch {
                 // Never leave a guest paused because a snapshot failed.
                 _ = try? await qmp.execute("cont")
                 throw error
             }
-            return SavedState(paused: clock.now - pausedAt, ramInState: !ramInFile, frozenDisk: frozenDisk)
         }
     }
 
