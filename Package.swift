@@ -59,7 +59,7 @@ let package = Package(
             ]
         ),
         // Snapshots of running machines: manifest, checksums, restore and fork.
-        .target(name: "Snapshots", dependencies: ["StasisCore", "Machines", "Guest"]),
+        .target(name: "Snapshots", dependencies: ["StasisCore", "Machines", "Images", "Guest", "ChunkStore"]),
         .executableTarget(
             name: "stasis",
             dependencies: [
@@ -71,7 +71,7 @@ let package = Package(
         .executableTarget(
             name: "stasis-bench",
             dependencies: [
-                "StasisCore", "Images", "Machines", "Guest", "Snapshots", "Context",
+                "StasisCore", "Images", "Machines", "Guest", "Snapshots", "Context", "Replay", "Models", "Agents",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -111,7 +111,7 @@ let package = Package(
         .target(
             name: "Agents",
             dependencies: [
-                "StasisCore", "Context", "Models", "Machines", "Snapshots", "Guest", "Images",
+                "StasisCore", "Context", "Models", "Machines", "Snapshots", "Guest", "Images", "Replay",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -129,7 +129,7 @@ let package = Package(
         ),
         // Runs one Replay workflow for the crash-recovery tests.
         .executableTarget(name: "stasis-replay-worker", dependencies: ["Replay", "StasisCore"]),
-        .testTarget(name: "ReplayTests", dependencies: ["Replay", "StasisCore", "stasis-replay-worker"]),
+        .testTarget(name: "ReplayTests", dependencies: ["Replay", "StasisCore", "stasis-replay-worker", "Agents", "Models"]),
         .testTarget(name: "StasisCoreTests", dependencies: ["StasisCore"]),
         .testTarget(name: "ChunkStoreTests", dependencies: ["ChunkStore", "StasisCore"]),
         .testTarget(

@@ -9,7 +9,8 @@ struct Stasis: AsyncParsableCommand {
         abstract: "Durable microVMs for AI agents: run, snapshot and restore whole machines.",
         discussion: """
         State lives in $STASIS_HOME (default ~/.stasis). Run `stasis doctor` to check the setup.
-        Exit codes: a command run in a machine passes its own exit code through; 125 means stasis
+
+        Exit codes: a command run in a machine passes its own exit code through; 125 means stasis \
         itself failed, 126 the command could not be run, 127 it was not found.
         """,
         version: "0.1.0",

@@ -12,9 +12,9 @@ struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Serve the HTTP API for agent sessions (docs/openapi.yaml).",
         discussion: """
-        Sessions live in $STASIS_HOME/context.sqlite (their logs) and in snapshots (their machines).
-        On start, sessions that a crash left mid-turn are brought back from their last snapshot.
-        Stop with Ctrl-C or SIGTERM: idle machines are snapshotted first, so nothing is lost.
+        Sessions live in $STASIS_HOME/context.sqlite (their logs) and in snapshots (their machines). \
+        On start, sessions that a crash left mid-turn are brought back from their last snapshot. \
+        Stop with Ctrl-C or SIGTERM: idle machines are snapshotted first, so nothing is lost. \
         The bearer token is made on the first start and kept in $STASIS_HOME/server/token (0600).
         """
     )

@@ -10,8 +10,8 @@ struct SessionCommand: AsyncParsableCommand {
         commandName: "session",
         abstract: "Agent sessions: a conversation log and a machine that sleeps on disk between turns.",
         discussion: """
-        These commands talk to `stasis serve` (its address: --server, $STASIS_SERVER, or the one the
-        running server wrote to $STASIS_HOME/server/address). The token comes from $STASIS_TOKEN or
+        These commands talk to `stasis serve` (its address: --server, $STASIS_SERVER, or the one the \
+        running server wrote to $STASIS_HOME/server/address). The token comes from $STASIS_TOKEN or \
         $STASIS_HOME/server/token.
         """,
         subcommands: [New.self, Send.self, Attach.self, List.self, Suspend.self, Resume.self, Fork.self, Remove.self]

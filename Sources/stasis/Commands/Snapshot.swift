@@ -8,7 +8,7 @@ struct SnapshotCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "snapshot",
         abstract: "Snapshot a running machine (memory, devices, disk, processes), or inspect and remove snapshots.",
-        subcommands: [Create.self, Inspect.self, Rm.self, SnapshotsList.self],
+        subcommands: [Create.self, Inspect.self, Rm.self, SnapshotsList.self, Export.self, Import.self],
         defaultSubcommand: Create.self
     )
 
@@ -61,6 +61,46 @@ struct SnapshotCommand: AsyncParsableCommand {
                 let manifest = try store.find(snapshot)
                 if verify { try store.verify(manifest) }
                 try printJSON(manifest)
+            }
+        }
+    }
+
+    struct Export: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write a snapshot to one file that another host can import.",
+            discussion: "The file is in the zstd seekable format over a tar stream: `zstd -d FILE | tar -t` lists it. Its disk holds what differs from the image, which the importing host must have."
+        )
+
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "Snapshot id, id prefix or tag.") var snapshot: String
+        @Argument(help: "The file to write (replaced if it exists).") var file: String
+
+        func run() async throws {
+            try await reportingErrors {
+                let url = URL(fileURLWithPath: file)
+                let summary = try await SnapshotArchive(home: global.home).export(snapshot, to: url)
+                if global.json { return try printJSON(summary) }
+                progress("snapshot \(summary.snapshot): \(bytes(summary.contentBytes)) in \(summary.frames) frames, \(bytes(summary.archiveBytes)) written")
+                print(url.path)
+            }
+        }
+    }
+
+    struct Import: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Read a file made by `stasis snapshot export`; prints the snapshot's id.",
+            discussion: "Every part is checked against the manifest's checksums before the snapshot appears. The snapshot's image must exist here under the same name."
+        )
+
+        @Option(help: "Tag the imported snapshot.") var tag: String?
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "The archive file.") var file: String
+
+        func run() async throws {
+            try await reportingErrors {
+                let manifest = try await SnapshotArchive(home: global.home).importArchive(from: URL(fileURLWithPath: file), tag: tag)
+                if global.json { return try printJSON(manifest) }
+                print(manifest.id)
             }
         }
     }

@@ -1,0 +1,113 @@
+import ChunkStore
+import Foundation
+import Images
+import StasisCore
+
+/// A whole snapshot in one file, to move it to another host: a tar stream (manifest.json, state,
+/// memory, disk.qcow2) cut into 1 MiB independent zstd frames with a seek table at the end: the
+/// standard zstd seekable format, so `zstd -d FILE | tar -t` reads it. The disk is collapsed onto
+/// the image it was booted from; the importing host must have that image.
+public struct SnapshotArchive: Sendable {
+    /// Bytes of tar stream per zstd frame.
+    static let frameSize = 1 << 20
+    /// The members an archive may hold, in the order they are written.
+    static let members = ["manifest.json", "state", "memory", "disk.qcow2"]
+
+    let home: StasisHome
+    let store: SnapshotStore
+
+    public init(home: StasisHome) {
+        self.home = home
+        self.store = SnapshotStore(home: home)
+    }
+
+    /// What an export or import did.
+    public struct Summary: Sendable, Encodable {
+        public var snapshot: String
+        public var file: String
+        public var archiveBytes: UInt64
+        public var contentBytes: UInt64
+        public var frames: Int
+    }
+
+    /// Writes snapshot `reference` to `file` (replaced atomically).
+    public func export(_ reference: String, to file: URL) async throws -> Summary {
+        let manifest = try store.find(reference)
+        try store.verify(manifest)
+        let rootfs = try await ImageStore(home: home).image(named: manifest.image).diskURL(in: home)
+        let work = home.tmp.appendingPathComponent("export-\(manifest.id)-\(UInt32.random(in: 0 ... .max))")
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: work) }
+        // The disk without the layers of this host's other snapshots: only what differs from the image.
+        let disk = work.appendingPathComponent("disk.qcow2")
+        let source = store.directory(manifest.id)
+        try await HostTool.run("qemu-img", ["convert", "-O", "qcow2", "-B", rootfs.path, "-F", "raw",
+                                            source.appendingPathComponent(manifest.disk.file).path, disk.path])
+        var exported = manifest
+        exported.parent = nil
+        exported.diskBase = rootfs.path
+        exported.disk = try SnapshotStore.part(disk)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.dateEncodingStrategy = .iso8601
+        let manifestBytes = Array(try encoder.encode(exported))
+
+        let writer = try SeekableWriter(url: file, checksums: false)
+        var frames = try FrameWriter(writer)
+        try frames.file("manifest.json", bytes: manifestBytes)
+        try frames.file("state", url: source.appendingPathComponent(manifest.state.file))
+        if let memory = manifest.memory { try frames.file("memory", url: source.appendingPathComponent(memory.file)) }
+        try frames.file("disk.qcow2", url: disk)
+        try frames.finish()
+        try writer.finish()
+        let size = (try FileManager.default.attributesOfItem(atPath: file.path)[.size] as? NSNumber)?.uint64Value ?? 0
+        return Summary(snapshot: manifest.id, file: file.path, archiveBytes: size, contentBytes: frames.written, frames: writer.frameCount)
+    }
+
+    /// Reads an archive into this host's snapshots: every part is checked against the manifest's
+    /// checksums before the snapshot is committed; its disk is put onto this host's copy of the image.
+    public func importArchive(from file: URL, tag: String? = nil) async throws -> SnapshotManifest {
+        let reader = try SeekableReader(url: file)
+        let (_, staged, lock) = try store.stage()
+        defer { withExtendedLifetime(lock) {} }
+        do {
+            var parser = TarStreamParser(directory: staged, allowed: Set(Self.members))
+            for index in 0 ..< reader.frameCount { try parser.feed(try reader.frame(index)) }
+            try parser.finish()
+            let manifestURL = staged.appendingPathComponent("manifest.json")
+            let decoder = JSONDecoder()
+            decoder.dateDecodingStrategy = .iso8601
+            guard let data = FileManager.default.contents(atPath: manifestURL.path),
+                  var manifest = try? decoder.decode(SnapshotManifest.self, from: data)
+            else { throw StasisError(.corrupted, "\(file.path) holds no readable snapshot manifest") }
+            try FileManager.default.removeItem(at: manifestURL)
+            guard manifest.format == SnapshotManifest.currentFormat else {
+                throw StasisError(.unsupported, "\(file.path) holds a format \(manifest.format) snapshot; this stasis reads format \(SnapshotManifest.currentFormat)")
+            }
+            if (try? store.manifest(manifest.id)) != nil {
+                throw StasisError(.alreadyExists, "snapshot \(manifest.id) is already here")
+            }
+            for part in manifest.parts {
+                let url = staged.appendingPathComponent(part.file)
+                guard FileManager.default.fileExists(atPath: url.path), try FileDigest.of(url) == part.digest else {
+                    throw StasisError(.corrupted, "the \(part.file) of snapshot \(manifest.id) in \(file.path) does not match its checksum")
+                }
+            }
+            let image: ImageRecord
+            do { image = try await ImageStore(home: home).image(named: manifest.image) } catch {
+                throw StasisError(.notFound, "snapshot \(manifest.id) runs on the image '\(manifest.image)', which this host does not have: build or import it first", cause: error)
+            }
+            let rootfs = image.diskURL(in: home)
+            let disk = staged.appendingPathComponent(manifest.disk.file)
+            try await HostTool.run("qemu-img", ["rebase", "-u", "-F", "raw", "-b", rootfs.path, disk.path])
+            manifest.diskBase = rootfs.path
+            manifest.disk = try SnapshotStore.part(disk)
+            if let tag { manifest.tag = tag }
+            try store.commit(manifest, staged: staged)
+            return manifest
+        } catch {
+            try? FileManager.default.removeItem(at: staged)
+            throw error
+        }
+    }
+}
