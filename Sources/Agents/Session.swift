@@ -33,6 +33,11 @@ public actor Session {
     /// snapshots no session needs any more.
     let snapshotsChanged: @Sendable () async -> Void
     private var idleTimer: Task<Void, Never>?
+    private var pendingTurns: [PendingTurn] = []
+    private var turnWorker: Task<Void, Never>?
+    /// The log as read so far, for the model's transcript; records are never changed, so only
+    /// what comes after the last one needs reading.
+    private var cachedRecords: [ContextRecord] = []
     private let listed = Mutex(true)
     private var idleGeneration = 0
 
@@ -66,19 +71,45 @@ public actor Session {
     /// Queues a user message; its turn runs after every earlier one. Returns the turn id, which
     /// the message record and the turn's `turnEnded` record carry.
     public func send(_ text: String) throws -> String {
-        guard state != .deleted else { throw StasisError(.notFound, "session \(id) was deleted") }
-        guard !text.isEmpty else { throw StasisError(.invalidArgument, "the message is empty") }
-        let turn = UUID().uuidString.lowercased()
-        Task { await self.runTurn(text: text, turn: turn) }
+        let turn = try newTurn(text)
+        enqueue(PendingTurn(text: text, turn: turn, done: nil))
         return turn
     }
 
     /// Sends a message and returns when its turn has ended.
     public func sendAndWait(_ text: String) async throws -> String {
-        guard state != .deleted else { throw StasisError(.notFound, "session \(id) was deleted") }
-        let turn = UUID().uuidString.lowercased()
-        await runTurn(text: text, turn: turn)
+        let turn = try newTurn(text)
+        await withCheckedContinuation { done in enqueue(PendingTurn(text: text, turn: turn, done: done)) }
         return turn
+    }
+
+    private struct PendingTurn {
+        let text: String
+        let turn: String
+        let done: CheckedContinuation<Void, Never>?
+    }
+
+    private func newTurn(_ text: String) throws -> String {
+        guard state != .deleted else { throw StasisError(.notFound, "session \(id) was deleted") }
+        guard !text.isEmpty else { throw StasisError(.invalidArgument, "the message is empty") }
+        return UUID().uuidString.lowercased()
+    }
+
+    /// Messages wait here in the order they came: the queue is filled synchronously on the actor,
+    /// so two messages sent one after the other are answered in that order.
+    private func enqueue(_ pending: PendingTurn) {
+        pendingTurns.append(pending)
+        guard turnWorker == nil else { return }
+        turnWorker = Task { await self.drainTurns() }
+    }
+
+    private func drainTurns() async {
+        while !pendingTurns.isEmpty {
+            let next = pendingTurns.removeFirst()
+            await runTurn(text: next.text, turn: next.turn)
+            next.done?.resume()
+        }
+        turnWorker = nil
     }
 
     private func runTurn(text: String, turn: String) async {
@@ -100,7 +131,7 @@ public actor Session {
     /// Model call → tool calls → results, until the model answers without calling a tool.
     func modelLoop(turn: String) async throws {
         for _ in 0 ..< configuration.maxModelCallsPerTurn {
-            let records = try environment.log.records(session: id)
+            let records = try conversation()
             let request = ModelRequest(
                 messages: try Transcript.messages(records, systemPrompt: configuration.systemPrompt), tools: ToolRunner.specs)
             let reply = try await model.complete(request)
@@ -114,6 +145,14 @@ public actor Session {
         }
         try await event("turnEnded", .idle, turn: turn,
                         message: "stopped after \(configuration.maxModelCallsPerTurn) model calls in one turn")
+    }
+
+    /// The session's records, read from the log once and then only what was appended since:
+    /// re-reading a long session's whole log before every model call would make it quadratic.
+    private func conversation() throws -> [ContextRecord] {
+        let newer = try environment.log.records(session: id, after: cachedRecords.last?.seq ?? 0)
+        cachedRecords += newer
+        return cachedRecords
     }
 
     private func runToolCalls(_ calls: [ToolCall]) async throws {

@@ -2,10 +2,10 @@ import Context
 import Models
 
 /// Turns a session's log into the messages a model is shown.
-enum Transcript {
+public enum Transcript {
     /// The conversation in `records`, after the system prompt. Tool call records are markers for
     /// crash recovery; the model sees calls in the assistant message and their results.
-    static func messages(_ records: [ContextRecord], systemPrompt: String) throws -> [ChatMessage] {
+    public static func messages(_ records: [ContextRecord], systemPrompt: String) throws -> [ChatMessage] {
         var messages: [ChatMessage] = [.system(systemPrompt)]
         for record in records {
             switch record.kind {

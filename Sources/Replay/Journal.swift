@@ -19,6 +19,10 @@ final class Journal: Sendable {
         do {
             try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
             db = try DatabasePool(path: url.path, configuration: config)
+            // DatabasePool switches its writer to synchronous=NORMAL when it turns WAL on, after
+            // prepareDatabase ran: without this, commits are not fsynced (only checkpoints are),
+            // and a journaled step could be lost in a power cut.
+            try db.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
             try Self.migrator.migrate(db)
         } catch {
             throw StasisError(.ioFailure, "cannot open the replay journal \(url.path)", cause: error)
@@ -61,9 +65,10 @@ final class Journal: Sendable {
         return m
     }
 
-    /// The SQLite pragma value, for tests.
+    /// The SQLite pragma value of the connection that writes (the one whose settings decide
+    /// durability), for tests.
     func pragma(_ name: String) throws -> String? {
-        try db.read { db in try String.fetchOne(db, sql: "PRAGMA \(name)") }
+        try db.writeWithoutTransaction { db in try String.fetchOne(db, sql: "PRAGMA \(name)") }
     }
 
     /// The latest run of workflow `id`, or nil.

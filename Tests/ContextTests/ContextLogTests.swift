@@ -49,7 +49,8 @@ struct TemporaryLog {
     @Test func storesDurablyInWALWithFullSync() throws {
         let temp = try TemporaryLog()
         defer { temp.cleanup() }
-        let (mode, sync) = try temp.log.db.read { db in
+        // The writer's settings decide durability (GRDB's pool sets its own on the writer).
+        let (mode, sync) = try temp.log.db.writeWithoutTransaction { db in
             (try String.fetchOne(db, sql: "PRAGMA journal_mode"), try Int.fetchOne(db, sql: "PRAGMA synchronous"))
         }
         #expect(mode == "wal")

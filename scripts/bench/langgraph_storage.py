@@ -3,7 +3,7 @@
 `stasis-bench context` compares the context log with.
 
     python3 scripts/bench/langgraph_storage.py --messages TURNS.json --db FILE \
-        [--points 100,250,500,1000] [--durability async|sync|exit]
+        [--points 100,250,500,1000] [--durability async|sync|exit] [--state messages|delta]
 
 TURNS.json (written by stasis-bench) is a list of turns, each
 {"user": str, "assistant": str, "toolCall": {"id", "name", "arguments"}, "toolResult": str,
@@ -13,10 +13,12 @@ The graph is the usual tool-calling agent: START -> agent -> tools -> agent -> E
 MessagesState, compiled with SqliteSaver. The "model" and the "tool" are scripted: they return
 the turn's messages, so nothing but LangGraph and its checkpointer does any work. Each turn is
 one `invoke` on the same thread; LangGraph writes a checkpoint per super-step, each holding the
-whole message list, which is what this measures.
+whole message list, which is what this measures. `--state delta` uses LangGraph's experimental
+DeltaChannel instead (beta in LangGraph 1.2), which stores the new messages of each step and a
+full snapshot every 100 updates.
 
 Prints one JSON object on stdout: the database size (file + WAL, after a TRUNCATE checkpoint of
-the WAL) at each point, the number of checkpoints and writes, and the versions used.
+the WAL) empty and at each point, the number of checkpoints and writes, and the versions used.
 Needs: pip install langgraph langgraph-checkpoint-sqlite
 """
 
@@ -33,7 +35,20 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 
 
-def build_graph(turns, current, checkpointer):
+def delta_state():
+    """A messages state on DeltaChannel (experimental in LangGraph 1.2; imported only when asked)."""
+    from typing import Annotated, TypedDict
+
+    from langgraph.channels.delta import DeltaChannel
+    from langgraph.graph.message import _messages_delta_reducer
+
+    class DeltaMessagesState(TypedDict):
+        messages: Annotated[list, DeltaChannel(_messages_delta_reducer)]
+
+    return DeltaMessagesState
+
+
+def build_graph(turns, current, checkpointer, state):
     """The agent loop; `current[0]` is the index of the turn being run."""
 
     def agent(state):
@@ -60,7 +75,7 @@ def build_graph(turns, current, checkpointer):
         last = state["messages"][-1]
         return "tools" if getattr(last, "tool_calls", None) else END
 
-    builder = StateGraph(MessagesState)
+    builder = StateGraph(state)
     builder.add_node("agent", agent)
     builder.add_node("tools", tools)
     builder.add_edge(START, "agent")
@@ -82,8 +97,10 @@ def main():
     parser.add_argument("--points", default="100,250,500,1000", help="turn counts at which to measure")
     parser.add_argument("--durability", default="async", choices=["async", "sync", "exit"],
                         help="LangGraph's checkpoint durability mode (default: LangGraph's default, async)")
+    parser.add_argument("--state", default="messages", choices=["messages", "delta"],
+                        help="MessagesState (the default and documented way) or DeltaChannel (experimental)")
     parser.add_argument("--max-seconds", type=float, default=0,
-                        help="stop after the first point reached past this many seconds (0: no limit)")
+                        help="stop at the last point that ends within this many seconds (0: no limit)")
     args = parser.parse_args()
 
     with open(args.messages, encoding="utf-8") as f:
@@ -97,10 +114,12 @@ def main():
     conn = sqlite3.connect(args.db, check_same_thread=False)
     saver = SqliteSaver(conn)
     current = [0]
-    graph = build_graph(turns, current, saver)
+    graph = build_graph(turns, current, saver, delta_state() if args.state == "delta" else MessagesState)
     config = {"configurable": {"thread_id": "bench"}}
 
-    results = []
+    # The empty database, as LangGraph sets it up, is turn 0.
+    saver.setup()
+    results = [{"turn": 0, "bytes": stored_bytes(conn, args.db), "checkpoints": 0, "writes": 0, "seconds": 0.0}]
     start = time.monotonic()
     for index in range(points[-1] if points else 0):
         current[0] = index
@@ -115,9 +134,13 @@ def main():
                             "seconds": round(elapsed, 3)})
             print(f"langgraph: turn {done}: {size} bytes, {checkpoints} checkpoints, {elapsed:.1f} s",
                   file=sys.stderr, flush=True)
-            if args.max_seconds and elapsed > args.max_seconds and done != points[-1]:
-                print(f"langgraph: stopping after turn {done}: past --max-seconds {args.max_seconds}",
-                      file=sys.stderr, flush=True)
+            # Each turn rewrites the whole conversation, so time grows with the square of the turns:
+            # stop here if the next point would end past the budget.
+            following = [p for p in points if p > done]
+            projected = elapsed * (following[0] / done) ** 2 if following else 0
+            if args.max_seconds and projected > args.max_seconds:
+                print(f"langgraph: stopping after turn {done}: turn {following[0]} would end after about "
+                      f"{projected:.0f} s, past --max-seconds {args.max_seconds:g}", file=sys.stderr, flush=True)
                 break
     messages = len(graph.get_state(config).values.get("messages", []))
     conn.close()
@@ -132,6 +155,7 @@ def main():
         "points": results,
         "messages": messages,
         "durability": args.durability,
+        "state": args.state,
         "sqlite": sqlite3.sqlite_version,
         "python": sys.version.split()[0],
         "langgraph": version("langgraph"),
