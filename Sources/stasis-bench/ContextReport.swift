@@ -116,7 +116,7 @@ struct ContextReport: BenchReport {
             out += "langchain-core \(g.langchainCore ?? "?"), Python \(g.python), SQLite \(g.sqlite), durability \(g.durability), state \(g.state ?? "messages"); "
             out += "\(g.points.last.map { "\($0.turn) turns took \(fmt($0.seconds, 1)) s" } ?? "")"
             if langGraphStorage.contains(where: { !$0.measured }) {
-                out += "\n(fit): not run that far within --peer-max-seconds; a*t^2 + b*t fitted to the measured points"
+                out += "\n(fit): not run that far within --peer-max-seconds; empty size + a*t^2 + b*t fitted to the measured points"
             }
         } else {
             out += "\nLangGraph peer not run (see above; install with `\(LangGraphPeer.install)`)"
