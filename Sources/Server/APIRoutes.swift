@@ -88,7 +88,8 @@ struct APIRoutes: Sendable {
     private func events(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let session = try await session(context)
         // `Last-Event-ID` wins: it is what a reconnecting EventSource sends.
-        let after = try request.headers[HTTPField.Name("Last-Event-ID")!].map { value -> Int64 in
+        let lastEventID = HTTPField.Name("Last-Event-ID").flatMap { request.headers[$0] }
+        let after = try lastEventID.map { value -> Int64 in
             guard let seq = Int64(value) else { throw APIError(.badRequest, code: "invalidArgument", "Last-Event-ID must be a record number") }
             return seq
         } ?? Self.integer(request, "after") ?? 0
