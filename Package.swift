@@ -32,13 +32,14 @@ let package = Package(
     targets: [
         // C shim: variadic ioctl, mount, module loading, process spawning, and the /proc constructor.
         .target(name: "CStasis"),
-        // Errors, $STASIS_HOME layout, atomic writes, host tools. Foundation allowed (host only).
+        // Errors, $STASIS_HOME layout, atomic writes, host tools, durable SQLite. Foundation allowed (host only).
         .target(
             name: "StasisCore",
             dependencies: [
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "GRDB", package: "GRDB.swift"),
             ]
         ),
         // Kernel, initramfs, root filesystems and disk images.

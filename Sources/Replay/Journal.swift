@@ -11,19 +11,8 @@ final class Journal: Sendable {
     /// Opens (creating if needed) the journal at `url`.
     init(url: URL) throws {
         self.url = url
-        var config = Configuration()
-        config.busyMode = .timeout(10)
-        config.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA synchronous = FULL")
-        }
         do {
-            try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-            db = try DatabasePool(path: url.path, configuration: config)
-            // DatabasePool switches its writer to synchronous=NORMAL when it turns WAL on, after
-            // prepareDatabase ran: without this, commits are not fsynced (only checkpoints are),
-            // and a journaled step could be lost in a power cut.
-            try db.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
-            try Self.migrator.migrate(db)
+            db = try DurableDatabase.open(at: url, migrator: Self.migrator)
         } catch {
             throw StasisError(.ioFailure, "cannot open the replay journal \(url.path)", cause: error)
         }
