@@ -71,16 +71,7 @@ struct BootBench: AsyncParsableCommand {
             throw ExitCode(1)
         }
         Cleanup.shared.run()
-        let text = report.render()
-        if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-            FileHandle.standardOutput.write(try encoder.encode(report) + Data("\n".utf8))
-            progress(text)
-        } else {
-            print(text)
-        }
+        try printReport(report, json: json)
     }
 
     // MARK: - The whole measurement

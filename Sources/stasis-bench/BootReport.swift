@@ -30,7 +30,7 @@ struct StasisPhases: Encodable {
 }
 
 /// Everything `stasis-bench boot` measured; encoded as is for --json.
-struct BootReport: Encodable {
+struct BootReport: BenchReport {
     var date: String
     var cores: Int
     var loadAverage: String

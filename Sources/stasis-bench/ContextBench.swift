@@ -87,16 +87,7 @@ struct ContextBench: AsyncParsableCommand {
         }
         Cleanup.shared.run()
         if keep { progress("kept \(work.path)") }
-        let text = report.render()
-        if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-            FileHandle.standardOutput.write(try encoder.encode(report) + Data("\n".utf8))
-            progress(text)
-        } else {
-            print(text)
-        }
+        try printReport(report, json: json)
     }
 
     private func measure(work: URL, monitor: LoadMonitor) async throws -> ContextReport {

@@ -15,6 +15,17 @@ protocol BenchReport: Encodable {
     func render() -> String
 }
 
+/// Prints `report`: the table on stdout, or JSON on stdout and the table on stderr.
+func printReport(_ report: some BenchReport, json: Bool) throws {
+    let text = report.render()
+    guard json else { return print(text) }
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+    FileHandle.standardOutput.write(try encoder.encode(report) + Data("\n".utf8))
+    progress(text)
+}
+
 /// Where one benchmark run keeps its things. Machines named `prefix…` in `home` and snapshots
 /// taken of them are removed at the end, as is `work`.
 struct BenchRun: Sendable {
@@ -49,16 +60,7 @@ struct BenchRun: Sendable {
             throw ExitCode(1)
         }
         Cleanup.shared.run()
-        let text = report.render()
-        if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-            FileHandle.standardOutput.write(try encoder.encode(report) + Data("\n".utf8))
-            progress(text)
-        } else {
-            print(text)
-        }
+        try printReport(report, json: json)
     }
 }
 
