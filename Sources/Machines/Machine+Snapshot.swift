@@ -190,7 +190,7 @@ extension Machine {
         let generation = record.generation ?? 1
         do {
             try await withAgent(timeout: .seconds(30)) { agent in
-                try await agent.setClock()
+                try await agent.syncClock()
                 try await agent.reseedRandom()
                 try await agent.setHostname(name)
                 try await agent.setGeneration(generation)

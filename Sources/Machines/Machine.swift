@@ -68,7 +68,7 @@ public actor Machine {
         try move(to: .starting) { $0.pid = pid }
         do {
             let info = try await withAgent(timeout: timeout) { agent in
-                try await agent.setClock()
+                try await agent.syncClock()
                 return await agent.guestInfo
             }
             try move(to: .running)

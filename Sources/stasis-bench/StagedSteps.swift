@@ -363,7 +363,7 @@ enum StagedRestore {
         let machine = Machine(record: record, store: store)
         let generation = record.generation ?? 1
         try await machine.withAgent(timeout: .seconds(30)) { agent in
-            try await agent.setClock()
+            try await agent.syncClock()
             try await agent.reseedRandom()
             try await agent.setHostname(name)
             try await agent.setGeneration(generation)

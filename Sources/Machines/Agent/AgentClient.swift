@@ -293,6 +293,26 @@ public actor AgentClient {
         try await expectOK(.setClock(unixNanoseconds: Int64(date.timeIntervalSince1970 * 1e9)), "setClock")
     }
 
+    /// Sets the guest's wall clock to the host's, off by at most `tolerance` unless every attempt
+    /// was slower; returns the last round trip. The guest sets the time it is sent when it reads
+    /// the request, so a request that waits (a guest still faulting its memory back in after a
+    /// restore, a loaded host) leaves it that far behind: a slow round trip is repeated, aimed
+    /// half a round trip ahead.
+    @discardableResult
+    public func syncClock(tolerance: Duration = .milliseconds(250), attempts: Int = 4) async throws -> Duration {
+        let clock = ContinuousClock()
+        var lead = 0.0
+        var roundTrip = Duration.zero
+        for _ in 0 ..< max(1, attempts) {
+            let start = clock.now
+            try await setClock(to: Date().addingTimeInterval(lead))
+            roundTrip = clock.now - start
+            if roundTrip <= tolerance { break }
+            lead = roundTrip.milliseconds / 2000
+        }
+        return roundTrip
+    }
+
     /// Mixes fresh host randomness into the guest kernel's RNG and reseeds it.
     public func reseedRandom() async throws {
         let bytes = (0 ..< 64).map { _ in UInt8.random(in: 0 ... 255) }
