@@ -154,7 +154,7 @@ let package = Package(
         .testTarget(
             name: "MachinesTests",
             dependencies: [
-                "Machines", "Snapshots", "Images", "StasisCore", "Guest", "Context", "Models", "Agents", "Server",
+                "Machines", "Snapshots", "Images", "StasisCore", "Guest", "Context", "Models", "Agents", "Server", "ChunkStore",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),

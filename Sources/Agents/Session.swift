@@ -299,7 +299,8 @@ public actor Session {
             try await machine.remove(force: true)
             self.machine = nil
             machineName = nil
-            let bytes = manifest.parts.reduce(UInt64(0)) { $0 + $1.allocated }
+            // What this suspend added to the disk: its device state, its disk layer, its new RAM frames.
+            let bytes = manifest.state.allocated + manifest.disk.allocated + UInt64(manifest.memoryAddedBytes ?? 0)
             try await event("suspended", .suspended, snapshotBytes: bytes, milliseconds: (clock.now - start).milliseconds)
             if previous != nil { await snapshotsChanged() }
         }

@@ -206,6 +206,13 @@ public final class ChunkStore: Sendable {
         return hashes
     }
 
+    /// Every stored chunk's hash and stored size.
+    public func allChunks() throws -> [(hash: String, size: Int)] {
+        var chunks: [(hash: String, size: Int)] = []
+        try forEachChunk { hash, size in chunks.append((hash, size)) }
+        return chunks
+    }
+
     /// The total size of every stored chunk file.
     public func storedBytes() throws -> Int {
         var total = 0

@@ -25,7 +25,9 @@ public struct ChunkedFile: Sendable {
     /// ftruncate, only non-zero frames are written (decompressed on several threads, each checked
     /// against its hash), then it is fsynced and renamed over `url`. A damaged or missing chunk
     /// fails the whole write, naming the frame and the chunk, and leaves `url` untouched.
-    public func materialize(to url: URL, mode: mode_t = 0o600) throws {
+    /// `durable: false` skips the fsync, for a file that need not survive a crash (a new
+    /// machine's RAM).
+    public func materialize(to url: URL, mode: mode_t = 0o600, durable: Bool = true) throws {
         let temporary = FileIO.temporaryPath(beside: url.path)
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
         guard fd >= 0 else { throw StasisError(.ioFailure, "cannot create \(temporary)", cause: Errno()) }
@@ -34,7 +36,7 @@ public struct ChunkedFile: Sendable {
                 throw StasisError(.ioFailure, "cannot size \(temporary) to \(frames.totalSize) bytes", cause: Errno())
             }
             try write(positions: Array(frames.nonZeroFrames.indices), to: fd, name: url.path)
-            guard fsync(fd) == 0 else { throw StasisError(.ioFailure, "cannot fsync \(temporary)", cause: Errno()) }
+            guard !durable || fsync(fd) == 0 else { throw StasisError(.ioFailure, "cannot fsync \(temporary)", cause: Errno()) }
             close(fd)
         } catch {
             close(fd)

@@ -99,6 +99,11 @@ public struct FrameList: Codable, Equatable, Sendable {
         return ref(at: low)
     }
 
+    /// The first frame stored in chunk `chunks[position]`, to name it in an error.
+    public func frameIndex(ofChunk position: Int) -> Int? {
+        chunkOfFrame.firstIndex(of: position).map { nonZeroFrames[$0] }
+    }
+
     /// The chunk of the `position`-th non-zero frame.
     func ref(at position: Int) -> ChunkRef {
         let slot = chunkOfFrame[position]

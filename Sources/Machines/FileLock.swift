@@ -8,11 +8,11 @@ public final class FileLock: @unchecked Sendable {
 
     private init(fd: Int32) { self.fd = fd }
 
-    /// Takes the lock, waiting for it.
-    public static func acquire(_ url: URL) throws -> FileLock {
+    /// Takes the lock, waiting for it; `shared` lets other shared holders in at the same time.
+    public static func acquire(_ url: URL, shared: Bool = false) throws -> FileLock {
         let fd = open(url.path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw StasisError(.ioFailure, "cannot open lock \(url.path)", cause: Errno()) }
-        while flock(fd, LOCK_EX) != 0 {
+        while flock(fd, shared ? LOCK_SH : LOCK_EX) != 0 {
             if errno == EINTR { continue }
             let err = Errno()
             close(fd)

@@ -101,12 +101,16 @@ extension Machine {
         return true
     }
 
-    /// How a restored machine gets its RAM.
-    public enum MemoryMode: Sendable {
-        /// Its own sparse copy of the snapshot's RAM, mapped shared: cheap to snapshot again.
-        case copy
-        /// The snapshot's RAM file mapped private, copy-on-write: forks share its pages.
-        case shareCopyOnWrite
+    /// Where a restored machine's RAM comes from.
+    public enum RestoredMemory: Sendable {
+        /// In the device state stream; QEMU loads it into a new RAM file.
+        case inState
+        /// Its own sparse copy of a RAM file, mapped shared: cheap to snapshot again.
+        case copied(from: URL)
+        /// Its own RAM file, written by the caller (from a chunk store), mapped shared.
+        case written(by: @Sendable (_ ramFile: URL) async throws -> Void)
+        /// A RAM file mapped private, copy-on-write: forks of one snapshot share its pages.
+        case mappedPrivately(URL)
     }
 
     /// What a restore needs from a snapshot.
@@ -114,14 +118,14 @@ extension Machine {
         public var snapshotID: String
         public var spec: MachineSpec
         public var state: URL
-        public var memory: URL?
+        public var memory: RestoredMemory
         public var disk: URL
         public var generation: UInt64
         public var accelerator: String?
         /// The guest kernel running in the snapshot.
         public var kernel: String
 
-        public init(snapshotID: String, spec: MachineSpec, state: URL, memory: URL?, disk: URL, generation: UInt64, accelerator: String?, kernel: String) {
+        public init(snapshotID: String, spec: MachineSpec, state: URL, memory: RestoredMemory, disk: URL, generation: UInt64, accelerator: String?, kernel: String) {
             self.kernel = kernel
             self.snapshotID = snapshotID
             self.spec = spec
@@ -131,11 +135,16 @@ extension Machine {
             self.generation = generation
             self.accelerator = accelerator
         }
+
+        var ramInState: Bool {
+            if case .inState = memory { return true }
+            return false
+        }
     }
 
     /// Creates a machine from a snapshot and brings it back running: clock set, RNG reseeded,
     /// generation bumped, hostname set to the new name.
-    public static func restore(_ input: RestoreInput, name: String?, memoryMode: MemoryMode, store: MachineStore) async throws -> Machine {
+    public static func restore(_ input: RestoreInput, name: String?, store: MachineStore) async throws -> Machine {
         guard let engine = store.engine as? any SnapshottingEngine else {
             throw StasisError(.unsupported, "the \(store.engine.name) engine cannot restore snapshots")
         }
@@ -149,13 +158,16 @@ extension Machine {
             record.restoredFrom = input.snapshotID
             record.kernel = input.kernel
             record.generation = input.generation + 1
-            switch (input.memory, memoryMode) {
-            case (nil, _):
+            switch input.memory {
+            case .inState:
                 record.memoryShared = true  // RAM comes in the state stream, into a new file
-            case (let memory?, .copy):
+            case .copied(let memory):
                 try await copySparse(memory, to: paths.memory)
                 record.memoryShared = true
-            case (let memory?, .shareCopyOnWrite):
+            case .written(let write):
+                try await write(paths.memory)
+                record.memoryShared = true
+            case .mappedPrivately(let memory):
                 record.memoryFile = memory.path
                 record.memoryShared = false
             }
@@ -165,7 +177,7 @@ extension Machine {
             throw error
         }
         // The machine re-reads its record from the store before each state change.
-        try await machine.resume(from: RestoreSource(state: input.state, ramInState: input.memory == nil), engine: engine,
+        try await machine.resume(from: RestoreSource(state: input.state, ramInState: input.ramInState), engine: engine,
                                  accelerator: input.accelerator)
         return machine
     }

@@ -1,6 +1,7 @@
 import ChunkStore
 import Foundation
 import Images
+import Machines
 import StasisCore
 
 /// A whole snapshot in one file, to move it to another host: a tar stream (manifest.json, state,
@@ -47,6 +48,16 @@ public struct SnapshotArchive: Sendable {
         exported.parent = nil
         exported.diskBase = rootfs.path
         exported.disk = try SnapshotStore.part(disk)
+        // The archive carries RAM as one plain file, so `zstd -d | tar -x` gives the raw memory.
+        var memory = manifest.memory.map { source.appendingPathComponent($0.file) }
+        if manifest.memoryFrames != nil {
+            let raw = work.appendingPathComponent("memory")
+            try await runBlocking { [store] in try store.materializeMemory(manifest, to: raw) }
+            exported.memory = try SnapshotStore.part(raw)
+            exported.memoryFrames = nil
+            exported.memoryAddedBytes = nil
+            memory = raw
+        }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         encoder.dateEncodingStrategy = .iso8601
@@ -56,7 +67,7 @@ public struct SnapshotArchive: Sendable {
         var frames = try FrameWriter(writer)
         try frames.file("manifest.json", bytes: manifestBytes)
         try frames.file("state", url: source.appendingPathComponent(manifest.state.file))
-        if let memory = manifest.memory { try frames.file("memory", url: source.appendingPathComponent(memory.file)) }
+        if let memory { try frames.file("memory", url: memory) }
         try frames.file("disk.qcow2", url: disk)
         try frames.finish()
         try writer.finish()
@@ -81,8 +92,8 @@ public struct SnapshotArchive: Sendable {
                   var manifest = try? decoder.decode(SnapshotManifest.self, from: data)
             else { throw StasisError(.corrupted, "\(file.path) holds no readable snapshot manifest") }
             try FileManager.default.removeItem(at: manifestURL)
-            guard manifest.format == SnapshotManifest.currentFormat else {
-                throw StasisError(.unsupported, "\(file.path) holds a format \(manifest.format) snapshot; this stasis reads format \(SnapshotManifest.currentFormat)")
+            guard SnapshotManifest.readableFormats.contains(manifest.format) else {
+                throw StasisError(.unsupported, "\(file.path) holds a format \(manifest.format) snapshot; this stasis reads formats \(SnapshotManifest.readableFormats.lowerBound) to \(SnapshotManifest.readableFormats.upperBound)")
             }
             if (try? store.manifest(manifest.id)) != nil {
                 throw StasisError(.alreadyExists, "snapshot \(manifest.id) is already here")
@@ -103,6 +114,15 @@ public struct SnapshotArchive: Sendable {
             manifest.diskBase = rootfs.path
             manifest.disk = try SnapshotStore.part(disk)
             if let tag { manifest.tag = tag }
+            let writers = try FileLock.acquire(store.chunkWritersLock, shared: true)
+            defer { withExtendedLifetime(writers) {} }
+            if let memory = manifest.memory {
+                let cut = try await Snapshotter(home: home).storeMemory(staged.appendingPathComponent(memory.file))
+                manifest.memoryFrames = cut.frames
+                manifest.memoryAddedBytes = cut.newBytes
+                manifest.memory = nil
+            }
+            manifest.format = SnapshotManifest.currentFormat
             try store.commit(manifest, staged: staged)
             return manifest
         } catch {

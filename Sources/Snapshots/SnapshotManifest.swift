@@ -1,3 +1,4 @@
+import ChunkStore
 import Foundation
 import Machines
 
@@ -6,7 +7,10 @@ import Machines
 /// manifest is not a snapshot.
 public struct SnapshotManifest: Codable, Sendable, Equatable {
     /// Bumped when the layout changes incompatibly; readers refuse versions they do not know.
-    public static let currentFormat = 1
+    /// Format 2 keeps RAM in the chunk store (`memoryFrames`); format 1 kept it as a file.
+    public static let currentFormat = 2
+    /// Formats this stasis reads.
+    public static let readableFormats = 1 ... 2
 
     public struct Part: Codable, Sendable, Equatable {
         /// File name in the snapshot folder.
@@ -46,11 +50,26 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
     public var generation: UInt64
     /// How long the guest was paused to take it.
     public var pausedMilliseconds: Double
-    /// Device state (and RAM when `memory` is nil), guest RAM, disk layer.
+    /// Device state (and RAM when there is no other memory part), guest RAM as a file in the
+    /// folder (format 1, and archives), disk layer.
     public var state: Part
     public var memory: Part?
     public var disk: Part
+    /// Guest RAM in the chunk store, frame by frame: listed flat, never as a delta of a parent,
+    /// so the 1,000th snapshot of a session restores like the first.
+    public var memoryFrames: FrameList?
+    /// Stored bytes of the chunks this snapshot added to the store when it was made: what it
+    /// cost beyond the frames earlier snapshots already held.
+    public var memoryAddedBytes: Int?
 
-    /// Every part, for checking.
+    /// Every part kept as a file in the snapshot folder, for checking.
     public var parts: [Part] { [state, disk] + (memory.map { [$0] } ?? []) }
+
+    /// Stored bytes of the RAM: its frames (each counted once), its file, or the state stream.
+    public var memoryStoredBytes: Int {
+        memoryFrames?.storedBytes ?? Int(memory?.allocated ?? state.allocated)
+    }
+
+    /// Whether the guest RAM is in the state stream rather than a part of its own.
+    public var ramInState: Bool { memory == nil && memoryFrames == nil }
 }

@@ -1,3 +1,4 @@
+import ChunkStore
 import Foundation
 import Machines
 import StasisCore
@@ -20,7 +21,16 @@ public struct Snapshotter: Sendable {
         let committed = Mutex<SnapshotManifest?>(nil)
         do {
             try await machine.capture(into: staged, leaveRunning: leaveRunning) { capture in
-                let manifest = try manifest(id: id, tag: tag, capture: capture)
+                var manifest = try manifest(id: id, tag: tag, capture: capture)
+                // RAM goes into the chunk store; gc waits for this commit before it looks.
+                let writers = try FileLock.acquire(snapshots.chunkWritersLock, shared: true)
+                defer { withExtendedLifetime(writers) {} }
+                if let memory = capture.memory {
+                    let cut = try await storeMemory(memory)
+                    manifest.memoryFrames = cut.frames
+                    manifest.memoryAddedBytes = cut.newBytes
+                    manifest.memory = nil
+                }
                 try snapshots.commit(manifest, staged: staged)
                 committed.withLock { $0 = manifest }
             }
@@ -47,9 +57,19 @@ public struct Snapshotter: Sendable {
             kernel: record.kernel ?? "unknown", image: record.spec.image, diskBase: capture.diskBase,
             parent: parent?.id, generation: record.generation ?? 0,
             pausedMilliseconds: capture.paused.milliseconds,
-            state: try SnapshotStore.part(capture.state),
-            memory: try capture.memory.map { try SnapshotStore.part($0) },
+            state: try SnapshotStore.part(capture.state), memory: nil,
             disk: try SnapshotStore.part(capture.disk))
+    }
+
+    /// Cuts a RAM file into the chunk store and removes it: only frames no earlier snapshot
+    /// stored cost anything.
+    func storeMemory(_ file: URL) async throws -> CutResult {
+        let chunks = try snapshots.chunkStore()
+        let cut = try await runBlocking {
+            try FrameCutter(store: chunks, frameSize: SnapshotStore.memoryFrameSize).cut(file)
+        }
+        try FileManager.default.removeItem(at: file)
+        return cut
     }
 
     /// Checks that this host can load the snapshot: same engine, engine version, device layout
@@ -84,7 +104,7 @@ public struct Snapshotter: Sendable {
         let manifest = try snapshots.find(reference)
         try snapshots.verify(manifest)
         try await checkCompatible(manifest)
-        return try await Machine.restore(input(manifest, ports: ports), name: name, memoryMode: .copy, store: machines)
+        return try await Machine.restore(input(manifest, ports: ports, sharedMemory: nil), name: name, store: machines)
     }
 
     /// Restores a snapshot as `count` independent machines at once; their RAM is shared
@@ -94,14 +114,18 @@ public struct Snapshotter: Sendable {
         let manifest = try snapshots.find(reference)
         try snapshots.verify(manifest)
         try await checkCompatible(manifest)
-        let input = self.input(manifest, ports: [])
+        // Until every fork's record names the RAM cache, gc must not take it for unused.
+        let references = try FileLock.acquire(snapshots.chunkWritersLock, shared: true)
+        defer { withExtendedLifetime(references) {} }
+        let shared = try await runBlocking { [snapshots] in try snapshots.sharedMemoryFile(manifest) }
+        let input = self.input(manifest, ports: [], sharedMemory: shared)
         let prefix = namePrefix ?? "\(manifest.machineName)-fork"
         let batch = String(format: "%04x", UInt16.random(in: 0 ... .max))
         let results = await withTaskGroup(of: Result<Machine, any Error>.self) { group in
             for i in 1 ... count {
                 group.addTask {
                     do {
-                        return .success(try await Machine.restore(input, name: "\(prefix)-\(batch)-\(i)", memoryMode: .shareCopyOnWrite, store: machines))
+                        return .success(try await Machine.restore(input, name: "\(prefix)-\(batch)-\(i)", store: machines))
                     } catch {
                         return .failure(error)
                     }
@@ -119,13 +143,26 @@ public struct Snapshotter: Sendable {
         return started
     }
 
-    private func input(_ manifest: SnapshotManifest, ports: [PortForward]?) -> Machine.RestoreInput {
+    /// What `Machine.restore` needs; with `sharedMemory`, the RAM file every fork maps privately.
+    private func input(_ manifest: SnapshotManifest, ports: [PortForward]?, sharedMemory: URL?) -> Machine.RestoreInput {
         var spec = manifest.spec
         if let ports { spec.ports = ports }
         let dir = snapshots.directory(manifest.id)
+        let memory: Machine.RestoredMemory
+        if let sharedMemory {
+            memory = .mappedPrivately(sharedMemory)
+        } else if manifest.memoryFrames != nil {
+            memory = .written { [snapshots] ramFile in
+                try await runBlocking { try snapshots.materializeMemory(manifest, to: ramFile) }
+            }
+        } else if let file = manifest.memory {
+            memory = .copied(from: dir.appendingPathComponent(file.file))
+        } else {
+            memory = .inState
+        }
         return Machine.RestoreInput(
             snapshotID: manifest.id, spec: spec, state: dir.appendingPathComponent(manifest.state.file),
-            memory: manifest.memory.map { dir.appendingPathComponent($0.file) },
+            memory: memory,
             disk: dir.appendingPathComponent(manifest.disk.file), generation: manifest.generation,
             accelerator: manifest.engine.accelerator, kernel: manifest.kernel)
     }

@@ -146,7 +146,7 @@ struct RestoreBench: AsyncParsableCommand {
                 default:
                     let (s, machine) = try await StagedRestore.run(snapshotter, id: pair.manifest.id, name: "\(run.prefix)s\(round)")
                     try await machine.remove(force: true)
-                    progress("\(label) staged:   \(fmt(s.total)) ms (verify \(fmt(s.verify)), RAM copy \(fmt(s.ramCopy)), QEMU start \(fmt(s.qemuStart)), loaded \(fmt(s.deviceStateLoaded)), agent \(fmt(s.agentSteps)), exec \(fmt(s.firstExec)))")
+                    progress("\(label) staged:   \(fmt(s.total)) ms (verify \(fmt(s.verify)), RAM \(fmt(s.ramCopy)), QEMU start \(fmt(s.qemuStart)), loaded \(fmt(s.deviceStateLoaded)), agent \(fmt(s.agentSteps)), exec \(fmt(s.firstExec)))")
                     if measured { staged.append(s) }
                 }
                 try await Task.sleep(for: .milliseconds(200))
@@ -252,7 +252,7 @@ struct RestoreReport: BenchReport {
             ["verify checksums (every part)", fmt(s.verify, 1), "-"],
             ["compatibility (qemu --version, layout, kernel)", fmt(s.compatibility, 1), "-"],
             ["machine record + disk overlay (qemu-img create)", fmt(s.recordAndOverlay, 1), "(before clock)"],
-            ["RAM copy (cp --sparse=always)", fmt(s.ramCopy, 1), "-"],
+            ["RAM written from the chunk store", fmt(s.ramCopy, 1), "-"],
             ["record writes", fmt(s.recordWrites, 1), "-"],
             ["QEMU process start (until -daemonize returns)", fmt(s.qemuStart, 1), fmt(plainStarted.median, 1)],
             ["device state loaded (query-status leaves inmigrate)", fmt(s.deviceStateLoaded, 1), fmt(plainLoaded.median - plainStarted.median, 1)],

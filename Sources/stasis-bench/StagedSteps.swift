@@ -288,8 +288,14 @@ enum StagedRestore {
         let disk = dir.appendingPathComponent(manifest.disk.file)
         try await HostTool.run("qemu-img", ["create", "-q", "-f", "qcow2", "-b", disk.path, "-F", "qcow2", paths.disk.path])
         s.recordAndOverlay = lap()
-        guard let memory = manifest.memory else { throw StasisError(.unsupported, "the staged restore handles snapshots with a memory part only") }
-        try await HostTool.run("cp", ["--sparse=always", dir.appendingPathComponent(memory.file).path, paths.memory.path])
+        if manifest.memoryFrames != nil {
+            let snapshots = snapshotter.snapshots
+            try await runBlocking { try snapshots.materializeMemory(manifest, to: paths.memory) }
+        } else if let memory = manifest.memory {
+            try await HostTool.run("cp", ["--sparse=always", dir.appendingPathComponent(memory.file).path, paths.memory.path])
+        } else {
+            throw StasisError(.unsupported, "the staged restore handles snapshots with a memory part only")
+        }
         s.ramCopy = lap()
         record.diskBase = disk.path
         record.diskBaseFormat = "qcow2"

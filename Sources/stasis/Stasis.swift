@@ -16,7 +16,7 @@ struct Stasis: AsyncParsableCommand {
         version: "0.1.0",
         subcommands: [
             Run.self, Exec.self, PS.self, Logs.self, Stop.self, Remove.self,
-            SnapshotCommand.self, Snapshots.self, Restore.self, Fork.self,
+            SnapshotCommand.self, Snapshots.self, Restore.self, Fork.self, GC.self, DF.self,
             ImageCommand.self, Images.self, Serve.self, SessionCommand.self, Doctor.self,
         ]
     )

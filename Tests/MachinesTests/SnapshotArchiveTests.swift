@@ -14,13 +14,17 @@ struct SnapshotArchiveTests {
         let file = env.home.root.appendingPathComponent("export-\(UUID().uuidString).stasis.zst")
         defer { try? FileManager.default.removeItem(at: file) }
         let summary = try await SnapshotArchive(home: env.home).export(manifest.id, to: file)
-        #expect(summary.archiveBytes < (manifest.memory?.size ?? 0) / 2, "zero frames cost almost nothing")
+        let frames = try #require(manifest.memoryFrames)
+        #expect(summary.archiveBytes < UInt64(frames.totalSize / 2), "zero frames cost almost nothing")
 
         // The standard tool reads it: the frames, the seek table, the tar inside, the raw memory.
         try await HostTool.run("zstd", ["-q", "-t", file.path])
         let listing = try await HostTool.run("sh", ["-c", "zstd -q -d -c '\(file.path)' | tar -t"]).standardOutput
         #expect(listing.split(separator: "\n") == ["manifest.json", "state", "memory", "disk.qcow2"])
-        let memory = SnapshotStore(home: env.home).directory(manifest.id).appendingPathComponent("memory").path
+        let raw = env.home.root.appendingPathComponent("raw-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: raw) }
+        try SnapshotStore(home: env.home).materializeMemory(manifest, to: raw)
+        let memory = raw.path
         let sums = try await HostTool.run("sh", ["-c", "zstd -q -d -c '\(file.path)' | tar -xO memory | sha256sum; sha256sum < '\(memory)'"]).standardOutput
         let lines = sums.split(separator: "\n").map { $0.prefix(64) }
         #expect(lines.count == 2 && lines[0] == lines[1], "the memory comes out byte for byte")
@@ -30,10 +34,8 @@ struct SnapshotArchiveTests {
         let imported = try await SnapshotArchive(home: other).importArchive(from: file, tag: "moved")
         #expect(imported.id == manifest.id)
         #expect(imported.parent == nil)
-        let importedMemory = SnapshotStore(home: other).directory(imported.id).appendingPathComponent("memory")
-        var info = stat()
-        #expect(stat(importedMemory.path, &info) == 0)
-        #expect(Int64(info.st_blocks) * 512 < Int64(info.st_size) / 2, "the memory file stays sparse")
+        #expect(imported.memoryFrames?.digest == frames.digest, "the same RAM, frame for frame, in the other home's chunk store")
+        #expect(imported.memory == nil)
         let restored = try await Snapshotter(home: other).restore("moved", name: "moved")
         if let pid = await restored.record.pid { VMFixture.killAtExit(pid) }
         let seen = try await restored.withAgent { agent in try await sh(agent, "cat /root/disk.txt /tmp/ram.txt") }

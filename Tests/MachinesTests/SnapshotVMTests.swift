@@ -2,6 +2,7 @@ import Foundation
 import Guest
 import Images
 @testable import Machines
+import ChunkStore
 import Snapshots
 import StasisCore
 import Testing
@@ -49,11 +50,14 @@ struct SnapshotVMTests {
         let manifest = try await SnapshotFixture.shared.manifest()
         #expect(manifest.format == SnapshotManifest.currentFormat)
         #expect(manifest.engine.name == "qemu" && manifest.engine.version.contains("QEMU"))
-        #expect(manifest.memory != nil, "RAM stays in its own file (x-ignore-shared)")
+        #expect(manifest.memory == nil && manifest.memoryFrames != nil, "RAM is kept apart from the device state (x-ignore-shared), in the chunk store")
+        #expect((manifest.memoryAddedBytes ?? 0) > 0)
+        #expect(!FileManager.default.fileExists(atPath: SnapshotStore(home: env.home).directory(manifest.id).appendingPathComponent("memory").path),
+                "no raw RAM file is left in the snapshot")
         #expect(manifest.state.size < 1 << 20, "device state only: \(manifest.state.size) bytes")
         #expect(manifest.parts.allSatisfy { $0.digest.hasPrefix("sha256b:") })
         #expect(manifest.tag == "fixture")
-        try SnapshotStore(home: env.home).verify(manifest)
+        try SnapshotStore(home: env.home).verify(manifest, deep: true)
         // The source machine was stopped afterwards.
         #expect(try env.store.find("snap-source").state == .stopped)
     }
@@ -145,7 +149,9 @@ struct SnapshotVMTests {
         try await SnapshotStore(home: env.home).remove(first.id, force: false, machines: try env.store.list())
     }
 
-    /// A flipped byte in any part is found by its checksum before QEMU sees it.
+    /// A flipped byte in any part is found by its checksum before QEMU sees it. RAM frames are
+    /// shared with the fixture, so the damaged memory is a damaged copy of one of its chunks that
+    /// only the copied snapshot lists.
     @Test(arguments: ["state", "memory", "disk.qcow2"])
     func aDamagedSnapshotIsRefused(part: String) async throws {
         let env = try await VMFixture.shared.env()
@@ -158,10 +164,31 @@ struct SnapshotVMTests {
         try await HostTool.run("cp", ["-a", "--sparse=always", store.directory(original.id).path, copy.path])
         var manifest = original
         manifest.id = copyID
+        var file = copy.appendingPathComponent(part)
+        var offset: UInt64 = 100
+        // A session's gc in this home must not take the damaged chunk for garbage before the
+        // copy's manifest lists it.
+        var writers: FileLock? = try FileLock.acquire(store.chunkWritersLock, shared: true)
+        if part == "memory" {
+            let frames = try #require(original.memoryFrames)
+            let victim = frames.nonZeroFrames[frames.nonZeroFrames.count / 2]
+            let ref = try #require(frames.chunk(ofFrame: victim))
+            let fake = ChunkRef(hash: (0 ..< 32).map { _ in String(format: "%02x", UInt8.random(in: 0 ... 255)) }.joined(),
+                                rawSize: ref.rawSize, storedSize: ref.storedSize)
+            let chunks = try store.chunkStore()
+            file = URL(fileURLWithPath: chunks.path(of: fake.hash))
+            try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: chunks.path(of: ref.hash), toPath: file.path)
+            let listed = try frames.nonZeroFrames.map { index in
+                (index: index, ref: index == victim ? fake : try #require(frames.chunk(ofFrame: index)))
+            }
+            manifest.memoryFrames = try FrameList(frameSize: frames.frameSize, totalSize: frames.totalSize, frames: listed)
+            offset = UInt64(fake.storedSize / 2)
+        }
+        defer { if part == "memory" { try? FileManager.default.removeItem(at: file) } }
         try AtomicFile.writeJSON(manifest, to: copy.appendingPathComponent("manifest.json"))
-        let file = copy.appendingPathComponent(part)
+        writers = nil
         let handle = try FileHandle(forUpdating: file)
-        let offset: UInt64 = part == "memory" ? 1 << 20 : 100
         try handle.seek(toOffset: offset)
         let byte = try #require(try handle.read(upToCount: 1)).first ?? 0
         try handle.seek(toOffset: offset)

@@ -36,9 +36,10 @@ struct SnapshotCommand: AsyncParsableCommand {
                 let target = try Machine.open(machine, store: MachineStore(home: home))
                 let manifest = try await Snapshotter(home: home).take(target, tag: tag, leaveRunning: leaveRunning)
                 if global.json { return try printJSON(manifest) }
-                progress(String(format: "snapshot of %@: guest paused %.0f ms, %@ state, %@ memory, %@ disk",
+                progress(String(format: "snapshot of %@: guest paused %.0f ms, %@ state, %@ memory (%@ new), %@ disk",
                                 manifest.machineName, manifest.pausedMilliseconds, bytes(manifest.state.allocated),
-                                bytes(manifest.memory?.allocated ?? 0), bytes(manifest.disk.allocated)))
+                                bytes(UInt64(manifest.memoryStoredBytes)), bytes(UInt64(manifest.memoryAddedBytes ?? 0)),
+                                bytes(manifest.disk.allocated)))
                 print(manifest.id)
             }
         }
@@ -59,7 +60,7 @@ struct SnapshotCommand: AsyncParsableCommand {
             try await reportingErrors {
                 let store = SnapshotStore(home: global.home)
                 let manifest = try store.find(snapshot)
-                if verify { try store.verify(manifest) }
+                if verify { try store.verify(manifest, deep: true) }
                 try printJSON(manifest)
             }
         }
@@ -142,10 +143,54 @@ struct SnapshotsList: AsyncParsableCommand {
         try await reportingErrors {
             let all = try SnapshotStore(home: global.home).list()
             if global.json { return try printJSON(all) }
-            print(table(["ID", "TAG", "MACHINE", "IMAGE", "PARENT", "MEMORY", "DISK", "PAUSED", "CREATED"], all.map {
-                [$0.id, $0.tag ?? "-", $0.machineName, $0.image, $0.parent ?? "-", bytes($0.memory?.allocated ?? $0.state.allocated),
+            print(table(["ID", "TAG", "MACHINE", "IMAGE", "PARENT", "MEMORY", "NEW", "DISK", "PAUSED", "CREATED"], all.map {
+                [$0.id, $0.tag ?? "-", $0.machineName, $0.image, $0.parent ?? "-", bytes(UInt64($0.memoryStoredBytes)),
+                 $0.memoryAddedBytes.map { bytes(UInt64($0)) } ?? "-",
                  bytes($0.disk.allocated), String(format: "%.0f ms", $0.pausedMilliseconds), ago($0.created)]
             }))
+        }
+    }
+}
+
+struct GC: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Free stored RAM frames no snapshot uses, and RAM caches no machine maps.",
+        discussion: "Safe to interrupt at any point: it waits for snapshots being written, and deletes only what no manifest lists."
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        try await reportingErrors {
+            let machines = try MachineStore(home: global.home).list()
+            let result = try SnapshotStore(home: global.home).collectGarbage(machines: machines)
+            if global.json { return try printJSON(result) }
+            print("removed \(result.chunksRemoved) chunks (\(bytes(UInt64(result.bytesFreed)))) and \(result.cachesRemoved) RAM caches (\(bytes(UInt64(result.cacheBytesFreed)))); \(result.chunksKept) chunks in use")
+        }
+    }
+}
+
+struct DF: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "df",
+        abstract: "Show what snapshots take on disk: logical against stored bytes, and the dedup ratio."
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        try await reportingErrors {
+            let usage = try SnapshotStore(home: global.home).usage()
+            if global.json { return try printJSON(usage) }
+            print(table(["WHAT", "BYTES", "NOTE"], [
+                ["snapshots", "\(usage.snapshots)", ""],
+                ["guest RAM described", bytes(UInt64(usage.memoryLogicalBytes)), "zeros included"],
+                ["RAM frames, per snapshot", bytes(UInt64(usage.memoryReferencedBytes)), "each snapshot's frames counted alone"],
+                ["RAM frames, stored", bytes(UInt64(usage.chunkStoreBytes)), "\(usage.chunks) chunks, dedup \(String(format: "%.1fx", usage.dedupRatio))"],
+                ["device state and disks", bytes(UInt64(usage.stateAndDiskBytes)), ""],
+                ["RAM caches for forks", bytes(UInt64(usage.cacheBytes)), "`stasis gc` drops unused ones"],
+                ["total on disk", bytes(UInt64(usage.totalBytes)), ""],
+            ]))
         }
     }
 }

@@ -1,0 +1,110 @@
+import ChunkStore
+import Foundation
+import Machines
+import StasisCore
+
+/// What `stasis gc` freed.
+public struct GarbageCollection: Sendable, Encodable {
+    /// Chunks no snapshot lists, deleted.
+    public var chunksRemoved: Int
+    /// Their stored bytes.
+    public var bytesFreed: Int
+    /// RAM caches of snapshots (`memory.cache`) that no machine maps, deleted.
+    public var cachesRemoved: Int
+    /// Their allocated bytes.
+    public var cacheBytesFreed: Int
+    /// Chunks still stored, all of them listed by some snapshot.
+    public var chunksKept: Int
+}
+
+/// What `stasis df` shows: what the snapshots would take as plain files against what they take.
+public struct StorageUsage: Sendable, Encodable {
+    public var snapshots: Int
+    /// Guest RAM the snapshots describe, zeros included (their machines' memory sizes).
+    public var memoryLogicalBytes: Int
+    /// What each snapshot's RAM frames would take stored alone, summed over snapshots.
+    public var memoryReferencedBytes: Int
+    /// What the chunk store takes: every frame once.
+    public var chunkStoreBytes: Int
+    public var chunks: Int
+    /// Device state and disk layers, kept as files in the snapshot folders (allocated bytes).
+    public var stateAndDiskBytes: Int
+    /// RAM caches materialized for forks (allocated bytes); `stasis gc` drops unused ones.
+    public var cacheBytes: Int
+    /// memoryReferencedBytes / chunkStoreBytes: how many times over shared frames are used.
+    public var dedupRatio: Double
+    /// Everything on disk for snapshots: chunk store, state, disks, caches.
+    public var totalBytes: Int { chunkStoreBytes + stateAndDiskBytes + cacheBytes }
+}
+
+extension SnapshotStore {
+    /// Deletes chunks no snapshot lists, and RAM caches no machine maps. Waits for snapshots being
+    /// written to commit first; a kill -9 at any point deletes nothing a manifest lists, because a
+    /// chunk is removed only after every manifest was read. Refuses to run when a snapshot's
+    /// manifest cannot be read, since its chunks would look unused.
+    /// `dropCaches: false` keeps RAM caches (a server that sweeps old snapshots as it goes).
+    public func collectGarbage(machines: [MachineRecord], dropCaches: Bool = true) throws -> GarbageCollection {
+        try home.prepare()
+        let lock = try FileLock.acquire(chunkWritersLock)
+        defer { withExtendedLifetime(lock) {} }
+        let manifests = try allManifestsStrictly()
+        let referenced = Set(manifests.flatMap { $0.memoryFrames?.chunks ?? [] })
+        let chunks = try chunkStore()
+        var result = GarbageCollection(chunksRemoved: 0, bytesFreed: 0, cachesRemoved: 0, cacheBytesFreed: 0, chunksKept: 0)
+        for (hash, size) in try chunks.allChunks() {
+            if referenced.contains(hash) {
+                result.chunksKept += 1
+            } else if try chunks.remove(hash) {
+                result.chunksRemoved += 1
+                result.bytesFreed += size
+            }
+        }
+        try chunks.sync()
+        let mapped = Set(machines.compactMap(\.memoryFile))
+        for manifest in manifests where dropCaches && manifest.memoryFrames != nil {
+            let cache = memoryCache(manifest.id)
+            guard !mapped.contains(cache.path), let bytes = Self.allocatedBytes(cache) else { continue }
+            try FileLock.withLock(directory(manifest.id).appendingPathComponent(".memory.lock")) {
+                try? FileManager.default.removeItem(at: cache)
+            }
+            result.cachesRemoved += 1
+            result.cacheBytesFreed += bytes
+        }
+        return result
+    }
+
+    /// Logical against stored bytes of every snapshot.
+    public func usage() throws -> StorageUsage {
+        let manifests = try list()
+        let chunks = try chunkStore().allChunks()
+        var usage = StorageUsage(snapshots: manifests.count, memoryLogicalBytes: 0, memoryReferencedBytes: 0,
+                                 chunkStoreBytes: chunks.reduce(0) { $0 + $1.size }, chunks: chunks.count,
+                                 stateAndDiskBytes: 0, cacheBytes: 0, dedupRatio: 1)
+        for manifest in manifests {
+            usage.memoryLogicalBytes += manifest.memoryFrames?.totalSize ?? Int(manifest.memory?.size ?? 0)
+            usage.memoryReferencedBytes += manifest.memoryFrames?.storedBytes ?? 0
+            usage.stateAndDiskBytes += manifest.parts.reduce(0) { $0 + Int($1.allocated) }
+            usage.cacheBytes += Self.allocatedBytes(memoryCache(manifest.id)) ?? 0
+        }
+        if usage.chunkStoreBytes > 0 {
+            usage.dedupRatio = Double(usage.memoryReferencedBytes) / Double(usage.chunkStoreBytes)
+        }
+        return usage
+    }
+
+    /// Every snapshot's manifest; unlike `list`, one that cannot be read is an error.
+    private func allManifestsStrictly() throws -> [SnapshotManifest] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: home.snapshots.path)) ?? []
+        return try names.filter { !$0.hasPrefix(".") }.map { name in
+            do { return try manifest(name) } catch {
+                throw StasisError(.corrupted, "snapshot \(name) has no readable manifest, so gc cannot tell which chunks it needs: remove its folder \(directory(name).path) or restore its manifest.json, then run gc again", cause: error)
+            }
+        }
+    }
+
+    private static func allocatedBytes(_ url: URL) -> Int? {
+        var st = stat()
+        guard stat(url.path, &st) == 0 else { return nil }
+        return Int(st.st_blocks) * 512
+    }
+}
