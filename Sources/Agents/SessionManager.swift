@@ -137,7 +137,8 @@ public actor SessionManager {
             }
             if !removed { return }
             // Their RAM frames that no other snapshot shares are freed now, not at the next `stasis gc`.
-            _ = try? await runBlocking { try store.collectGarbage(machines: machines, dropCaches: false) }
+            let records = environment.machines
+            _ = try? await runBlocking { try store.collectGarbage(machines: { try records.list() }, dropCaches: false) }
         }
         // A snapshot in flight: the next sweep (after the next suspend or delete) finishes the job.
     }

@@ -50,18 +50,29 @@ public final class ChunkStore: Sendable {
         return try bytes.withUnsafeBytes { try store($0, codec: zstd)?.ref }
     }
 
-    /// `put` that also says whether this call wrote the chunk (false: it was already stored).
-    func store(_ raw: UnsafeRawBufferPointer, codec: Zstd) throws -> (ref: ChunkRef, isNew: Bool)? {
-        if FileIO.isZero(raw) { return nil }
-        let hash = ChunkStore.hash(raw)
-        let folder = chunksPath + "/" + hash.prefix(2)
-        let path = folder + "/" + hash
+    /// The chunk `hash` of `rawSize` bytes, if it is stored. Its folder entries are synced at
+    /// the next `sync()` all the same: another process may have written it and not synced yet,
+    /// and a manifest about to list it must not outlive it.
+    func stored(hash: String, rawSize: Int) -> ChunkRef? {
         var st = stat()
         // A zero-length file is never a chunk (a zstd frame is at least 9 bytes): it can only be
         // left by a crash on a file system that exposes unwritten files, so it is replaced.
-        if stat(path, &st) == 0, st.st_size > 0 {
-            return (ChunkRef(hash: hash, rawSize: raw.count, storedSize: Int(st.st_size)), false)
+        guard stat(path(of: hash), &st) == 0, st.st_size > 0 else { return nil }
+        let folder = chunksPath + "/" + hash.prefix(2)
+        folders.withLock { state in
+            if state.unsynced.insert(folder).inserted { state.unsynced.insert(chunksPath) }
         }
+        return ChunkRef(hash: hash, rawSize: rawSize, storedSize: Int(st.st_size))
+    }
+
+    /// `put` that also says whether this call wrote the chunk (false: it was already stored);
+    /// `hash` saves hashing again when the caller already has it.
+    func store(_ raw: UnsafeRawBufferPointer, codec: Zstd, hash known: String? = nil) throws -> (ref: ChunkRef, isNew: Bool)? {
+        if FileIO.isZero(raw) { return nil }
+        let hash = known ?? ChunkStore.hash(raw)
+        if let ref = stored(hash: hash, rawSize: raw.count) { return (ref, false) }
+        let folder = chunksPath + "/" + hash.prefix(2)
+        let path = folder + "/" + hash
         let frame = try codec.compress(raw, level: level)
         try makeFolder(folder)
         try frame.withUnsafeBytes { try writeDurably($0, to: path) }
@@ -89,24 +100,23 @@ public final class ChunkStore: Sendable {
 
     private func makeFolder(_ folder: String) throws {
         if folders.withLock({ $0.existing.contains(folder) }) { return }
-        var created: [String] = []
         for path in [chunksPath, folder] {
             if mkdir(path, 0o755) == 0 {
-                created.append(path)
+                continue
             } else if errno == ENOENT, path == chunksPath {
                 // The root itself is missing (a fresh home): create it like `StasisHome.prepare`.
                 do { try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true) } catch {
                     throw StasisError(.ioFailure, "cannot create \(path)", cause: error)
                 }
-                created.append(path)
             } else if errno != EEXIST {
                 throw StasisError(.ioFailure, "cannot create \(path)", cause: Errno())
             }
         }
         folders.withLock { state in
             state.existing.insert(folder)
-            for path in created {
-                // A new folder's entry lives in its parent.
+            // A folder's entry lives in its parent. One found already there may be another
+            // process's, not yet synced: its parent is synced all the same (once per store).
+            for path in [chunksPath, folder] {
                 state.unsynced.insert(String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)]))
             }
         }
@@ -218,6 +228,22 @@ public final class ChunkStore: Sendable {
         var total = 0
         try forEachChunk { _, size in total += size }
         return total
+    }
+
+    /// Deletes temporary files that writers killed mid-write left in the prefix folders; returns
+    /// how many. Only safe while no writer runs (gc holds the writers' lock exclusively).
+    @discardableResult
+    public func removeTemporaryFiles() throws -> Int {
+        let manager = FileManager.default
+        guard manager.fileExists(atPath: chunksPath) else { return 0 }
+        var removed = 0
+        for prefix in (try? manager.contentsOfDirectory(atPath: chunksPath)) ?? [] where prefix.utf8.count == 2 {
+            let folder = chunksPath + "/" + prefix
+            for name in (try? manager.contentsOfDirectory(atPath: folder)) ?? [] where name.hasPrefix(".") && name.contains(".tmp-") {
+                if unlink(folder + "/" + name) == 0 { removed += 1 }
+            }
+        }
+        return removed
     }
 
     /// Deletes chunk `hash`; returns false if it was not stored. The caller (gc) must know that

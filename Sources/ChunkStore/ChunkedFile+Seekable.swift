@@ -21,11 +21,18 @@ extension ChunkedFile {
             let rawSize = frames.rawSize(ofFrame: index)
             if position < frames.nonZeroFrames.count, frames.nonZeroFrames[position] == index {
                 let ref = frames.ref(at: position)
-                position += 1
-                let stored: [UInt8]
-                do { stored = try store.load(ref, into: buffer, codec: codec) } catch {
-                    throw ChunkedFile.frameError(index, ref, error)
+                let patched = !frames.patches(at: position).isEmpty
+                var stored: [UInt8]
+                if patched {
+                    // The stored chunk is not this frame's content: compress the patched frame anew.
+                    try load(position: position, into: buffer, codec: codec)
+                    stored = try codec.compress(UnsafeRawBufferPointer(rebasing: buffer[0 ..< rawSize]), level: store.level)
+                } else {
+                    do { stored = try store.load(ref, into: buffer, codec: codec) } catch {
+                        throw ChunkedFile.frameError(index, ref, error)
+                    }
                 }
+                position += 1
                 let checksum = XXH64.checksum32(UnsafeRawBufferPointer(rebasing: buffer[0 ..< rawSize]))
                 try writer.append(frame: stored, decompressedSize: rawSize, checksum: checksum)
             } else {

@@ -72,10 +72,37 @@ public struct ChunkedFile: Sendable {
         guard index >= 0, index < frames.frameCount else {
             throw StasisError(.invalidArgument, "frame \(index) is outside 0..<\(frames.frameCount)")
         }
-        guard let ref = frames.chunk(ofFrame: index) else {
+        guard let position = position(ofFrame: index) else {
             return [UInt8](repeating: 0, count: frames.rawSize(ofFrame: index))
         }
-        do { return try store.get(ref, codec: codec) } catch { throw frameError(index, ref, error) }
+        let zstd = try codec ?? Zstd()
+        let raw = frames.rawSize(ofFrame: index)
+        return try [UInt8](unsafeUninitializedCapacity: raw) { buffer, count in
+            count = 0
+            try load(position: position, into: UnsafeMutableRawBufferPointer(buffer), codec: zstd)
+            count = raw
+        }
+    }
+
+    /// Decompresses the `position`-th non-zero frame into the start of `buffer`: its chunk, then
+    /// its page patches over it, each checked against its hash. Returns the frame's length; an
+    /// error names the frame and the chunk that failed.
+    @discardableResult
+    func load(position: Int, into buffer: UnsafeMutableRawBufferPointer, codec: Zstd) throws -> Int {
+        let index = frames.nonZeroFrames[position]
+        let ref = frames.ref(at: position)
+        do { try store.load(ref, into: buffer, codec: codec) } catch { throw ChunkedFile.frameError(index, ref, error) }
+        for patch in frames.patches(at: position) {
+            let offset = patch.page * FrameList.pageSize
+            let length = FrameList.rawSize(ofPage: patch.page, frameRawSize: ref.rawSize)
+            let page = UnsafeMutableRawBufferPointer(rebasing: buffer[offset ..< offset + length])
+            guard let chunk = patch.chunk else {
+                page.initializeMemory(as: UInt8.self, repeating: 0)
+                continue
+            }
+            do { try store.load(chunk, into: page, codec: codec) } catch { throw ChunkedFile.frameError(index, chunk, error) }
+        }
+        return ref.rawSize
     }
 
     /// Reads and checks every chunk of the file without writing anything.
@@ -83,7 +110,7 @@ public struct ChunkedFile: Sendable {
         let positions = frames.nonZeroFrames.count
         let batches = (positions + ChunkedFile.framesPerBatch - 1) / ChunkedFile.framesPerBatch
         let frames = self.frames
-        let store = self.store
+        let file = self
         try ParallelWork.run(workers: min(workers, max(batches, 1))) { _, work in
             let codec = try Zstd()
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: frames.frameSize, alignment: 4096)
@@ -91,10 +118,7 @@ public struct ChunkedFile: Sendable {
             while let batch = work.take(below: batches) {
                 let start = batch * ChunkedFile.framesPerBatch
                 for position in start ..< min(start + ChunkedFile.framesPerBatch, positions) {
-                    let ref = frames.ref(at: position)
-                    do { try store.load(ref, into: buffer, codec: codec) } catch {
-                        throw ChunkedFile.frameError(frames.nonZeroFrames[position], ref, error)
-                    }
+                    try file.load(position: position, into: buffer, codec: codec)
                 }
             }
         }
@@ -116,7 +140,7 @@ public struct ChunkedFile: Sendable {
     private func write(positions: [Int], to fd: Int32, name: String) throws {
         let batches = (positions.count + ChunkedFile.framesPerBatch - 1) / ChunkedFile.framesPerBatch
         let frames = self.frames
-        let store = self.store
+        let file = self
         try ParallelWork.run(workers: min(workers, max(batches, 1))) { _, work in
             let codec = try Zstd()
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: frames.frameSize, alignment: 4096)
@@ -125,12 +149,11 @@ public struct ChunkedFile: Sendable {
                 let start = batch * ChunkedFile.framesPerBatch
                 for position in positions[start ..< min(start + ChunkedFile.framesPerBatch, positions.count)] {
                     let index = frames.nonZeroFrames[position]
-                    let ref = frames.ref(at: position)
+                    let length = try file.load(position: position, into: buffer, codec: codec)
                     do {
-                        try store.load(ref, into: buffer, codec: codec)
-                        try FileIO.write(fd, UnsafeRawBufferPointer(rebasing: buffer[0 ..< ref.rawSize]), at: index * frames.frameSize)
+                        try FileIO.write(fd, UnsafeRawBufferPointer(rebasing: buffer[0 ..< length]), at: index * frames.frameSize)
                     } catch {
-                        throw ChunkedFile.frameError(index, ref, error, file: name)
+                        throw StasisError(.ioFailure, "cannot write frame \(index) of \(name)", cause: error)
                     }
                 }
             }
@@ -145,6 +168,6 @@ public struct ChunkedFile: Sendable {
     static func frameError(_ index: Int, _ ref: ChunkRef, _ error: any Error, file: String? = nil) -> StasisError {
         let code = (error as? StasisError)?.code ?? .ioFailure
         let place = file.map { " of \($0)" } ?? ""
-        return StasisError(code, "frame \(index)\(place) (chunk \(ref.hash))", cause: error)
+        return StasisError(code, "frame \(index) (chunk \(ref.hash))\(place)", cause: error)
     }
 }

@@ -8,6 +8,8 @@ public struct CutResult: Sendable {
     public let newBytes: Int
     /// Non-zero frames whose chunk was already stored, by an earlier cut or an earlier frame.
     public let reusedFrames: Int
+    /// Non-zero frames stored as an earlier frame's chunk plus the pages that differ.
+    public let patchedFrames: Int
     /// All-zero frames, holes included; none of them is stored.
     public let zeroFrames: Int
     /// Bytes read from the file: its data regions, rounded out to whole frames.

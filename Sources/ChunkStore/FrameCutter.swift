@@ -30,7 +30,11 @@ public struct FrameCutter: Sendable {
 
     /// Cuts the file at `url`, stores its frames, syncs the store's folders and returns the frame
     /// list. Blocks the calling thread; the file must not change meanwhile.
-    public func cut(_ url: URL) throws -> CutResult {
+    ///
+    /// With `base` (an earlier version of the file, its chunks in the store), a new frame whose
+    /// base frame differs in at most `maxPatchPages` pages is stored as the base frame's chunk
+    /// plus those pages: a small change costs its pages, not whole frames.
+    public func cut(_ url: URL, base: FrameList? = nil) throws -> CutResult {
         let path = url.path
         let fd = try FileIO.openForReading(path)
         defer { close(fd) }
@@ -42,19 +46,22 @@ public struct FrameCutter: Sendable {
         let results = Mutex(Tally())
         let frameSize = self.frameSize
         let store = self.store
+        let base = base.flatMap { $0.frameSize == frameSize && frameSize > FrameList.pageSize ? ChunkedFile(store: store, frames: $0, workers: 1) : nil }
         let batchCapacity = max(frameSize, FrameCutter.batchBytes)
         do {
             try ParallelWork.run(workers: min(workers, max(batches.count, 1))) { _, work in
                 let codec = try Zstd()
                 let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: batchCapacity, alignment: 4096)
                 defer { buffer.deallocate() }
-                guard let base = buffer.baseAddress else { return }
+                let baseFrame = UnsafeMutableRawBufferPointer.allocate(byteCount: frameSize, alignment: 4096)
+                defer { baseFrame.deallocate() }
+                guard let bufferStart = buffer.baseAddress else { return }
                 var local = Tally()
                 while let b = work.take(below: batches.count) {
                     let batch = batches[b]
                     let offset = batch.lowerBound * frameSize
                     let length = min(batch.count * frameSize, size - offset)
-                    let got = try FileIO.read(fd, into: base, count: length, at: offset)
+                    let got = try FileIO.read(fd, into: bufferStart, count: length, at: offset)
                     guard got == length else {
                         throw StasisError(.ioFailure, "\(path) shrank while being cut: \(got) of \(length) bytes at offset \(offset)")
                     }
@@ -62,10 +69,21 @@ public struct FrameCutter: Sendable {
                     for index in batch {
                         let start = (index - batch.lowerBound) * frameSize
                         let frame = UnsafeRawBufferPointer(rebasing: buffer[start ..< min(start + frameSize, length)])
-                        guard let (ref, isNew) = try store.store(frame, codec: codec) else {
+                        if FileIO.isZero(frame) {
                             local.zeroFrames += 1
                             continue
                         }
+                        let hash = ChunkStore.hash(frame)
+                        if let ref = store.stored(hash: hash, rawSize: frame.count) {
+                            local.frames.append((index, ref))
+                            continue
+                        }
+                        if let base, let (ref, pages) = try patch(frame, index: index, over: base, scratch: baseFrame, codec: codec, tally: &local) {
+                            local.frames.append((index, ref))
+                            local.patches[index] = pages
+                            continue
+                        }
+                        guard let (ref, isNew) = try store.store(frame, codec: codec, hash: hash) else { continue }
                         local.frames.append((index, ref))
                         if isNew { local.written[ref.hash] = ref.storedSize }
                     }
@@ -77,16 +95,48 @@ public struct FrameCutter: Sendable {
         }
         try store.sync()
         let tally = results.withLock { $0 }
-        let frames = try FrameList(frameSize: frameSize, totalSize: size, frames: tally.frames)
+        let frames = try FrameList(frameSize: frameSize, totalSize: size, frames: tally.frames, patches: tally.patches)
         let holes = frames.frameCount - frames.nonZeroFrames.count - tally.zeroFrames
+        let wholeNew = Set(tally.frames.map(\.ref.hash)).intersection(tally.written.keys).count
         return CutResult(
             frames: frames,
             newChunks: tally.written.count,
             newBytes: tally.written.values.reduce(0, +),
-            reusedFrames: frames.nonZeroFrames.count - tally.written.count,
+            reusedFrames: frames.nonZeroFrames.count - wholeNew - tally.patches.count,
+            patchedFrames: tally.patches.count,
             zeroFrames: tally.zeroFrames + holes,
             bytesRead: tally.bytesRead
         )
+    }
+
+    /// Pages of a frame at most this many of which may differ from its base frame to be stored
+    /// as patches: beyond half a frame, the whole frame compresses better than its pages.
+    var maxPatchPages: Int { frameSize / FrameList.pageSize / 2 }
+
+    /// Stores `frame` as the base's chunk for frame `index` plus the pages that differ from it,
+    /// or returns nil (no base frame, too many pages differ, or the base chunk cannot be read:
+    /// then the frame is stored whole).
+    private func patch(_ frame: UnsafeRawBufferPointer, index: Int, over base: ChunkedFile, scratch: UnsafeMutableRawBufferPointer,
+                       codec: Zstd, tally: inout Tally) throws -> (ChunkRef, [FrameList.PagePatch])? {
+        guard let baseRef = base.frames.chunk(ofFrame: index), baseRef.rawSize == frame.count,
+              let ours = frame.baseAddress, let theirs = scratch.baseAddress,
+              (try? base.store.load(baseRef, into: scratch, codec: codec)) != nil else { return nil }
+        var changed: [Int] = []
+        for page in 0 ..< (frame.count + FrameList.pageSize - 1) / FrameList.pageSize {
+            let range = page * FrameList.pageSize ..< min((page + 1) * FrameList.pageSize, frame.count)
+            if memcmp(ours + range.lowerBound, theirs + range.lowerBound, range.count) != 0 {
+                changed.append(page)
+                if changed.count > maxPatchPages { return nil }
+            }
+        }
+        var pages: [FrameList.PagePatch] = []
+        for page in changed {
+            let range = page * FrameList.pageSize ..< min((page + 1) * FrameList.pageSize, frame.count)
+            let stored = try store.store(UnsafeRawBufferPointer(rebasing: frame[range]), codec: codec)
+            if let stored, stored.isNew { tally.written[stored.ref.hash] = stored.ref.storedSize }
+            pages.append(FrameList.PagePatch(page: page, chunk: stored?.ref))
+        }
+        return (baseRef, pages)
     }
 
     /// Frame ranges covering `ranges` (byte ranges with data), merged and split so that each is
@@ -118,12 +168,14 @@ public struct FrameCutter: Sendable {
     /// One worker's count, summed into the cut's.
     private struct Tally {
         var frames: [(index: Int, ref: ChunkRef)] = []
+        var patches: [Int: [FrameList.PagePatch]] = [:]
         var written: [String: Int] = [:]
         var zeroFrames = 0
         var bytesRead = 0
 
         mutating func absorb(_ other: Tally) {
             frames += other.frames
+            patches.merge(other.patches) { first, _ in first }
             written.merge(other.written) { first, _ in first }
             zeroFrames += other.zeroFrames
             bytesRead += other.bytesRead

@@ -10,9 +10,16 @@ import StasisCore
 /// frames (minus its length), so a 512 MiB memory file that is mostly zero costs a few numbers
 /// for its holes. In memory only non-zero frames take space, so a damaged size cannot make
 /// decoding allocate for frames that are not listed.
+///
+/// Two granularities: a frame is one chunk, or (version 2) one chunk plus a few 4 KiB pages
+/// stored on their own over it (`PagePatch`), so a frame that differs from an already stored
+/// one in a page or two costs those pages, not a whole frame. A patch is always over a whole
+/// chunk, never over another patch: reading a frame is at most one chunk and its pages.
 public struct FrameList: Codable, Equatable, Sendable {
-    /// The format written and read.
-    public static let currentVersion = 1
+    /// The newest format written (version 1 when no frame has patches) and read.
+    public static let currentVersion = 2
+    /// The granularity of patches: one guest page.
+    public static let pageSize = 4 << 10
     /// The smallest frame size: one guest page.
     public static let minFrameSize = 4 << 10
     /// The largest frame size.
@@ -32,6 +39,25 @@ public struct FrameList: Codable, Equatable, Sendable {
     public let nonZeroFrames: [Int]
     /// For each entry of `nonZeroFrames`, its chunk's position in `chunks`.
     let chunkOfFrame: [Int]
+    /// Pages stored over a frame's chunk, by position in `nonZeroFrames`; pages ascending.
+    let patchesAt: [Int: [StoredPatch]]
+
+    /// A page patch as kept: the page and its chunk's position in `chunks`, or -1 for zeros.
+    struct StoredPatch: Equatable, Sendable {
+        var page: Int
+        var slot: Int
+    }
+
+    /// A page of a frame stored on its own over the frame's chunk; nil chunk: the page is zeros.
+    public struct PagePatch: Equatable, Sendable {
+        public var page: Int
+        public var chunk: ChunkRef?
+
+        public init(page: Int, chunk: ChunkRef?) {
+            self.page = page
+            self.chunk = chunk
+        }
+    }
     /// "sha256f:" + SHA-256 over frame size, total size and each non-zero frame's index and chunk
     /// hash: equal for equal contents, whatever the compression.
     public let digest: String
@@ -40,9 +66,13 @@ public struct FrameList: Codable, Equatable, Sendable {
     public var frameCount: Int { (totalSize + frameSize - 1) / frameSize }
     /// The sum of the distinct chunks' stored sizes.
     public var storedBytes: Int { storedSizes.reduce(0, +) }
+    /// Frames stored as a chunk plus page patches.
+    public var patchedFrames: Int { patchesAt.count }
 
-    /// A frame list from the non-zero frames' chunks (any order); every other frame is zero.
-    public init(frameSize: Int, totalSize: Int, frames: some Sequence<(index: Int, ref: ChunkRef)>) throws {
+    /// A frame list from the non-zero frames' chunks (any order), and page patches over some of
+    /// them keyed by frame index; every other frame is zero.
+    public init(frameSize: Int, totalSize: Int, frames: some Sequence<(index: Int, ref: ChunkRef)>,
+                patches: [Int: [PagePatch]] = [:]) throws {
         try FrameList.checkGeometry(frameSize: frameSize, totalSize: totalSize, error: .invalidArgument)
         let sorted = frames.sorted { $0.index < $1.index }
         let frameCount = (totalSize + frameSize - 1) / frameSize
@@ -51,8 +81,16 @@ public struct FrameList: Codable, Equatable, Sendable {
         var position: [String: Int] = [:]
         var indices: [Int] = []
         var chunkOfFrame: [Int] = []
+        var patchesAt: [Int: [StoredPatch]] = [:]
         indices.reserveCapacity(sorted.count)
         chunkOfFrame.reserveCapacity(sorted.count)
+        func slot(of ref: ChunkRef) -> Int {
+            if let known = position[ref.hash] { return known }
+            position[ref.hash] = chunks.count
+            chunks.append(ref.hash)
+            storedSizes.append(ref.storedSize)
+            return chunks.count - 1
+        }
         for (index, ref) in sorted {
             guard index >= 0, index < frameCount, index != indices.last else {
                 throw StasisError(.invalidArgument, "frame \(index) is listed twice or outside 0..<\(frameCount)")
@@ -61,17 +99,30 @@ public struct FrameList: Codable, Equatable, Sendable {
             guard Hex.isDigest(ref.hash), ref.rawSize == raw, ref.storedSize > 0 else {
                 throw StasisError(.invalidArgument, "frame \(index) cannot hold chunk \(ref.hash.prefix(80)) of \(ref.rawSize) bytes")
             }
-            let slot: Int
-            if let known = position[ref.hash] {
-                slot = known
-            } else {
-                slot = chunks.count
-                position[ref.hash] = slot
-                chunks.append(ref.hash)
-                storedSizes.append(ref.storedSize)
+            let frameSlot = slot(of: ref)
+            if let pages = patches[index], !pages.isEmpty {
+                var stored: [StoredPatch] = []
+                for patch in pages.sorted(by: { $0.page < $1.page }) {
+                    let pageRaw = FrameList.rawSize(ofPage: patch.page, frameRawSize: raw)
+                    guard frameSize > FrameList.pageSize, pageRaw > 0, patch.page != stored.last?.page else {
+                        throw StasisError(.invalidArgument, "frame \(index) cannot take a patch of page \(patch.page)")
+                    }
+                    if let chunk = patch.chunk {
+                        guard Hex.isDigest(chunk.hash), chunk.rawSize == pageRaw, chunk.storedSize > 0 else {
+                            throw StasisError(.invalidArgument, "page \(patch.page) of frame \(index) cannot hold chunk \(chunk.hash.prefix(80)) of \(chunk.rawSize) bytes")
+                        }
+                        stored.append(StoredPatch(page: patch.page, slot: slot(of: chunk)))
+                    } else {
+                        stored.append(StoredPatch(page: patch.page, slot: -1))
+                    }
+                }
+                patchesAt[indices.count] = stored
             }
             indices.append(index)
-            chunkOfFrame.append(slot)
+            chunkOfFrame.append(frameSlot)
+        }
+        guard Set(patches.keys.filter { patches[$0]?.isEmpty == false }).isSubset(of: Set(indices)) else {
+            throw StasisError(.invalidArgument, "a patch is over a frame that has no chunk")
         }
         self.frameSize = frameSize
         self.totalSize = totalSize
@@ -79,7 +130,9 @@ public struct FrameList: Codable, Equatable, Sendable {
         self.storedSizes = storedSizes
         self.nonZeroFrames = indices
         self.chunkOfFrame = chunkOfFrame
-        self.digest = FrameList.digest(frameSize: frameSize, totalSize: totalSize, frames: indices, chunkOfFrame: chunkOfFrame, chunks: chunks)
+        self.patchesAt = patchesAt
+        self.digest = FrameList.digest(frameSize: frameSize, totalSize: totalSize, frames: indices, chunkOfFrame: chunkOfFrame,
+                                       chunks: chunks, patches: patchesAt)
     }
 
     /// The uncompressed length of frame `index`.
@@ -99,9 +152,28 @@ public struct FrameList: Codable, Equatable, Sendable {
         return ref(at: low)
     }
 
-    /// The first frame stored in chunk `chunks[position]`, to name it in an error.
+    /// The first frame stored in chunk `chunks[position]` (as its chunk or a page patch), to
+    /// name it in an error.
     public func frameIndex(ofChunk position: Int) -> Int? {
-        chunkOfFrame.firstIndex(of: position).map { nonZeroFrames[$0] }
+        if let frame = chunkOfFrame.firstIndex(of: position) { return nonZeroFrames[frame] }
+        return patchesAt.filter { $0.value.contains { $0.slot == position } }.keys.min().map { nonZeroFrames[$0] }
+    }
+
+    /// The page patches over the `position`-th non-zero frame's chunk (none for most frames).
+    func patches(at position: Int) -> [PagePatch] {
+        guard let stored = patchesAt[position] else { return [] }
+        let frameRaw = rawSize(ofFrame: nonZeroFrames[position])
+        return stored.map { patch in
+            PagePatch(page: patch.page, chunk: patch.slot < 0 ? nil : ChunkRef(
+                hash: chunks[patch.slot], rawSize: FrameList.rawSize(ofPage: patch.page, frameRawSize: frameRaw),
+                storedSize: storedSizes[patch.slot]))
+        }
+    }
+
+    /// The length of page `page` of a frame of `frameRawSize` bytes (0 past its end).
+    static func rawSize(ofPage page: Int, frameRawSize: Int) -> Int {
+        guard page >= 0, page < maxFrameSize / pageSize else { return 0 }
+        return max(0, min(pageSize, frameRawSize - page * pageSize))
     }
 
     /// The chunk of the `position`-th non-zero frame.
@@ -123,7 +195,8 @@ public struct FrameList: Codable, Equatable, Sendable {
         }
     }
 
-    private static func digest(frameSize: Int, totalSize: Int, frames: [Int], chunkOfFrame: [Int], chunks: [String]) -> String {
+    private static func digest(frameSize: Int, totalSize: Int, frames: [Int], chunkOfFrame: [Int], chunks: [String],
+                               patches: [Int: [StoredPatch]]) -> String {
         var hasher = SHA256()
         hasher.update(data: Array("stasis.framelist.1".utf8))
         func add(_ value: Int) {
@@ -137,18 +210,29 @@ public struct FrameList: Codable, Equatable, Sendable {
             add(index)
             hasher.update(data: raw[slot])
         }
+        // Lists without patches keep the digest version 1 gave them.
+        if !patches.isEmpty {
+            hasher.update(data: Array("patches".utf8))
+            for position in patches.keys.sorted() {
+                for patch in patches[position] ?? [] {
+                    add(frames[position])
+                    add(patch.page)
+                    hasher.update(data: patch.slot < 0 ? [UInt8](repeating: 0, count: 32) : raw[patch.slot])
+                }
+            }
+        }
         return "sha256f:" + Hex.encode(hasher.finalize())
     }
 
     // MARK: Codable
 
     private enum CodingKeys: String, CodingKey {
-        case version, frameSize, totalSize, chunks, storedSizes, frames, digest
+        case version, frameSize, totalSize, chunks, storedSizes, frames, patches, digest
     }
 
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(FrameList.currentVersion, forKey: .version)
+        try container.encode(patchesAt.isEmpty ? 1 : 2, forKey: .version)
         try container.encode(frameSize, forKey: .frameSize)
         try container.encode(totalSize, forKey: .totalSize)
         try container.encode(chunks, forKey: .chunks)
@@ -162,6 +246,14 @@ public struct FrameList: Codable, Equatable, Sendable {
         }
         if frameCount > next { runs.append(next - frameCount) }
         try container.encode(runs, forKey: .frames)
+        if !patchesAt.isEmpty {
+            // Flat triples: frame index, page, chunk position (-1: a page of zeros).
+            var triples: [Int] = []
+            for position in patchesAt.keys.sorted() {
+                for patch in patchesAt[position] ?? [] { triples += [nonZeroFrames[position], patch.page, patch.slot] }
+            }
+            try container.encode(triples, forKey: .patches)
+        }
         try container.encode(digest, forKey: .digest)
     }
 
@@ -170,8 +262,8 @@ public struct FrameList: Codable, Equatable, Sendable {
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         let version = try container.decode(Int.self, forKey: .version)
-        guard version == FrameList.currentVersion else {
-            throw StasisError(.unsupported, "frame list version \(version); this stasis reads version \(FrameList.currentVersion)")
+        guard (1 ... FrameList.currentVersion).contains(version) else {
+            throw StasisError(.unsupported, "frame list version \(version); this stasis reads versions 1 to \(FrameList.currentVersion)")
         }
         let frameSize = try container.decode(Int.self, forKey: .frameSize)
         let totalSize = try container.decode(Int.self, forKey: .totalSize)
@@ -179,6 +271,7 @@ public struct FrameList: Codable, Equatable, Sendable {
         let chunks = try container.decode([String].self, forKey: .chunks)
         let storedSizes = try container.decode([Int].self, forKey: .storedSizes)
         let runs = try container.decode([Int].self, forKey: .frames)
+        let triples = version >= 2 ? try container.decodeIfPresent([Int].self, forKey: .patches) ?? [] : []
         let digest = try container.decode(String.self, forKey: .digest)
         guard storedSizes.count == chunks.count else {
             throw StasisError(.corrupted, "frame list has \(chunks.count) chunks but \(storedSizes.count) stored sizes")
@@ -215,8 +308,11 @@ public struct FrameList: Codable, Equatable, Sendable {
         guard position == frameCount else {
             throw StasisError(.corrupted, "frame list covers \(position) frames; the file has \(frameCount)")
         }
+        let patchesAt = try FrameList.decodePatches(triples, frames: indices, frameSize: frameSize, totalSize: totalSize,
+                                                    chunkCount: chunks.count, used: &used)
         guard used.allSatisfy({ $0 }) else { throw StasisError(.corrupted, "frame list lists a chunk no frame uses") }
-        let computed = FrameList.digest(frameSize: frameSize, totalSize: totalSize, frames: indices, chunkOfFrame: chunkOfFrame, chunks: chunks)
+        let computed = FrameList.digest(frameSize: frameSize, totalSize: totalSize, frames: indices, chunkOfFrame: chunkOfFrame,
+                                        chunks: chunks, patches: patchesAt)
         guard computed == digest else {
             throw StasisError(.corrupted, "frame list digest is \(digest.prefix(80)); its content gives \(computed)")
         }
@@ -226,6 +322,41 @@ public struct FrameList: Codable, Equatable, Sendable {
         self.storedSizes = storedSizes
         self.nonZeroFrames = indices
         self.chunkOfFrame = chunkOfFrame
+        self.patchesAt = patchesAt
         self.digest = digest
+    }
+
+    /// Checks flat patch triples: whole triples, strictly ascending by frame then page, each over
+    /// a listed frame, inside it, naming a chunk or -1.
+    private static func decodePatches(_ triples: [Int], frames: [Int], frameSize: Int, totalSize: Int, chunkCount: Int,
+                                      used: inout [Bool]) throws -> [Int: [StoredPatch]] {
+        guard triples.count % 3 == 0 else { throw StasisError(.corrupted, "frame list patches are not whole triples") }
+        guard triples.isEmpty || frameSize > pageSize else {
+            throw StasisError(.corrupted, "frame list has patches on \(frameSize)-byte frames")
+        }
+        var patches: [Int: [StoredPatch]] = [:]
+        var last: (frame: Int, page: Int)? = nil
+        var position = 0
+        for start in stride(from: 0, to: triples.count, by: 3) {
+            let (frame, page, slot) = (triples[start], triples[start + 1], triples[start + 2])
+            if let last, frame < last.frame || (frame == last.frame && page <= last.page) {
+                throw StasisError(.corrupted, "frame list patches are out of order at frame \(frame) page \(page)")
+            }
+            while position < frames.count && frames[position] < frame { position += 1 }
+            guard position < frames.count, frames[position] == frame else {
+                throw StasisError(.corrupted, "frame list patches frame \(frame), which has no chunk")
+            }
+            let frameRaw = rawSize(ofFrame: frame, frameSize: frameSize, totalSize: totalSize)
+            guard rawSize(ofPage: page, frameRawSize: frameRaw) > 0 else {
+                throw StasisError(.corrupted, "frame list patches page \(page) of frame \(frame), outside its \(frameRaw) bytes")
+            }
+            guard slot >= -1, slot < chunkCount else {
+                throw StasisError(.corrupted, "frame list patch names chunk \(slot) of \(chunkCount)")
+            }
+            if slot >= 0 { used[slot] = true }
+            patches[position, default: []].append(StoredPatch(page: page, slot: slot))
+            last = (frame, page)
+        }
+        return patches
     }
 }

@@ -114,7 +114,7 @@ public struct SnapshotArchive: Sendable {
             manifest.diskBase = rootfs.path
             manifest.disk = try SnapshotStore.part(disk)
             if let tag { manifest.tag = tag }
-            let writers = try FileLock.acquire(store.chunkWritersLock, shared: true)
+            let writers = try await runBlocking { [store] in try FileLock.acquire(store.chunkWritersLock, shared: true) }
             defer { withExtendedLifetime(writers) {} }
             if let memory = manifest.memory {
                 let cut = try await Snapshotter(home: home).storeMemory(staged.appendingPathComponent(memory.file))

@@ -42,8 +42,10 @@ extension SnapshotStore {
     /// written to commit first; a kill -9 at any point deletes nothing a manifest lists, because a
     /// chunk is removed only after every manifest was read. Refuses to run when a snapshot's
     /// manifest cannot be read, since its chunks would look unused.
+    /// `machines` is read once the lock is held, so a fork that finished just before is seen.
     /// `dropCaches: false` keeps RAM caches (a server that sweeps old snapshots as it goes).
-    public func collectGarbage(machines: [MachineRecord], dropCaches: Bool = true) throws -> GarbageCollection {
+    /// Blocks while snapshots are being written: call it off the cooperative pool.
+    public func collectGarbage(machines: () throws -> [MachineRecord], dropCaches: Bool = true) throws -> GarbageCollection {
         try home.prepare()
         let lock = try FileLock.acquire(chunkWritersLock)
         defer { withExtendedLifetime(lock) {} }
@@ -59,9 +61,17 @@ extension SnapshotStore {
                 result.bytesFreed += size
             }
         }
+        // Writers killed mid-write left these; none runs now.
+        try chunks.removeTemporaryFiles()
         try chunks.sync()
-        let mapped = Set(machines.compactMap(\.memoryFile))
-        for manifest in manifests where dropCaches && manifest.memoryFrames != nil {
+        let mapped = Set(try machines().compactMap(\.memoryFile))
+        for manifest in manifests where manifest.memoryFrames != nil {
+            let folder = directory(manifest.id)
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+            where name.hasPrefix(".memory.cache.tmp-") {
+                try? FileManager.default.removeItem(at: folder.appendingPathComponent(name))
+            }
+            guard dropCaches else { continue }
             let cache = memoryCache(manifest.id)
             guard !mapped.contains(cache.path), let bytes = Self.allocatedBytes(cache) else { continue }
             try FileLock.withLock(directory(manifest.id).appendingPathComponent(".memory.lock")) {
@@ -92,9 +102,13 @@ extension SnapshotStore {
         return usage
     }
 
-    /// Every snapshot's manifest; unlike `list`, one that cannot be read is an error.
+    /// Every snapshot's manifest; unlike `list`, one that cannot be read, or a snapshots folder
+    /// that cannot be listed, is an error: gc would take their chunks for garbage.
     private func allManifestsStrictly() throws -> [SnapshotManifest] {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: home.snapshots.path)) ?? []
+        let names: [String]
+        do { names = try FileManager.default.contentsOfDirectory(atPath: home.snapshots.path) } catch {
+            throw StasisError(.ioFailure, "cannot list \(home.snapshots.path), so gc cannot tell which chunks are in use: nothing was removed", cause: error)
+        }
         return try names.filter { !$0.hasPrefix(".") }.map { name in
             do { return try manifest(name) } catch {
                 throw StasisError(.corrupted, "snapshot \(name) has no readable manifest, so gc cannot tell which chunks it needs: remove its folder \(directory(name).path) or restore its manifest.json, then run gc again", cause: error)

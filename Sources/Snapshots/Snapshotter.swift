@@ -23,10 +23,12 @@ public struct Snapshotter: Sendable {
             try await machine.capture(into: staged, leaveRunning: leaveRunning) { capture in
                 var manifest = try manifest(id: id, tag: tag, capture: capture)
                 // RAM goes into the chunk store; gc waits for this commit before it looks.
-                let writers = try FileLock.acquire(snapshots.chunkWritersLock, shared: true)
+                let writers = try await runBlocking { [snapshots] in try FileLock.acquire(snapshots.chunkWritersLock, shared: true) }
                 defer { withExtendedLifetime(writers) {} }
                 if let memory = capture.memory {
-                    let cut = try await storeMemory(memory)
+                    // Frames the guest changed a few pages of since its parent cost those pages.
+                    let parent = manifest.parent.flatMap { try? snapshots.manifest($0) }
+                    let cut = try await storeMemory(memory, base: parent?.memoryFrames)
                     manifest.memoryFrames = cut.frames
                     manifest.memoryAddedBytes = cut.newBytes
                     manifest.memory = nil
@@ -62,11 +64,11 @@ public struct Snapshotter: Sendable {
     }
 
     /// Cuts a RAM file into the chunk store and removes it: only frames no earlier snapshot
-    /// stored cost anything.
-    func storeMemory(_ file: URL) async throws -> CutResult {
+    /// stored cost anything, and frames that differ from `base`'s in a few pages cost the pages.
+    func storeMemory(_ file: URL, base: FrameList? = nil) async throws -> CutResult {
         let chunks = try snapshots.chunkStore()
         let cut = try await runBlocking {
-            try FrameCutter(store: chunks, frameSize: SnapshotStore.memoryFrameSize).cut(file)
+            try FrameCutter(store: chunks, frameSize: SnapshotStore.memoryFrameSize).cut(file, base: base)
         }
         try FileManager.default.removeItem(at: file)
         return cut
@@ -115,7 +117,7 @@ public struct Snapshotter: Sendable {
         try snapshots.verify(manifest)
         try await checkCompatible(manifest)
         // Until every fork's record names the RAM cache, gc must not take it for unused.
-        let references = try FileLock.acquire(snapshots.chunkWritersLock, shared: true)
+        let references = try await runBlocking { [snapshots] in try FileLock.acquire(snapshots.chunkWritersLock, shared: true) }
         defer { withExtendedLifetime(references) {} }
         let shared = try await runBlocking { [snapshots] in try snapshots.sharedMemoryFile(manifest) }
         let input = self.input(manifest, ports: [], sharedMemory: shared)

@@ -203,3 +203,110 @@ import Testing
         }
     }
 }
+
+/// Two granularities: a frame that differs from its base frame in a few pages is stored as the
+/// base's chunk plus those pages.
+@Suite struct PagePatchTests {
+    /// The sample, then a copy with: 3 pages of one frame rewritten, one page of another frame
+    /// zeroed, and a whole third frame rewritten.
+    static func makeBaseAndChange(_ dir: URL) throws -> (base: URL, changed: URL) {
+        let base = dir.appendingPathComponent("base")
+        try FrameCutterTests.makeSample(base)
+        var bytes = try contents(base)
+        var rng = SeededGenerator(seed: 99)
+        let patched = 1 << 20  // inside the 300,000-byte region at 1 MiB
+        for page in [1, 2, 9] {
+            let new = sampleBytes(4096, &rng)
+            bytes.replaceSubrange(patched + page * 4096 ..< patched + (page + 1) * 4096, with: new)
+        }
+        let zeroed = (1 << 20) + 65536  // the next frame: one page zeroed
+        bytes.replaceSubrange(zeroed + 4096 ..< zeroed + 8192, with: [UInt8](repeating: 0, count: 4096))
+        let rewritten = (1 << 20) + 2 * 65536
+        bytes.replaceSubrange(rewritten ..< rewritten + 65536, with: sampleBytes(65536, &rng))
+        let changed = dir.appendingPathComponent("changed")
+        try makeSparseFile(changed, size: bytes.count, regions: [(0, bytes)])
+        return (base, changed)
+    }
+
+    @Test func aSmallChangeCostsItsPagesAndReadsBackExactly() throws {
+        let dir = try makeTemporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (base, changed) = try Self.makeBaseAndChange(dir)
+        let store = try ChunkStore(root: dir)
+        let cutter = try FrameCutter(store: store, frameSize: 65536)
+        let first = try cutter.cut(base)
+        let second = try cutter.cut(changed, base: first.frames)
+        #expect(second.patchedFrames == 2)
+        #expect(second.frames.patchedFrames == 2)
+        #expect(second.newChunks == 4, "three pages and one whole frame: \(second.newChunks)")
+        #expect(second.newBytes < 3 * 4200 + 66_000, "\(second.newBytes)")
+        // Without a base the same change costs three whole frames.
+        let other = try ChunkStore(root: dir.appendingPathComponent("other"))
+        _ = try FrameCutter(store: other, frameSize: 65536).cut(base)
+        let whole = try FrameCutter(store: other, frameSize: 65536).cut(changed)
+        #expect(whole.patchedFrames == 0 && whole.newChunks == 3)
+
+        let file = ChunkedFile(store: store, frames: second.frames)
+        let copy = dir.appendingPathComponent("copy")
+        try file.materialize(to: copy)
+        #expect(try contents(copy) == contents(changed))
+        let frame = (1 << 20) / 65536
+        #expect(try file.readFrame(frame) == Array(contents(changed)[frame * 65536 ..< (frame + 1) * 65536]))
+        try file.verify()
+
+        // It round-trips as version 2, and its digest differs from the base's.
+        let json = try JSONEncoder().encode(second.frames)
+        #expect(String(decoding: json, as: UTF8.self).contains("\"version\":2"))
+        #expect(try JSONDecoder().decode(FrameList.self, from: json) == second.frames)
+        #expect(second.frames.digest != first.frames.digest)
+        #expect(!String(decoding: try JSONEncoder().encode(first.frames), as: UTF8.self).contains("patches"))
+
+        // The seekable export holds the patched content.
+        let exported = dir.appendingPathComponent("export.zst")
+        try file.exportSeekable(to: exported)
+        let reader = try SeekableReader(url: exported)
+        #expect(try reader.frame(frame) == Array(contents(changed)[frame * 65536 ..< (frame + 1) * 65536]))
+
+        // Cutting the changed file again over the same base stores nothing new.
+        let again = try cutter.cut(changed, base: first.frames)
+        #expect(again.newChunks == 0 && again.frames == second.frames)
+    }
+
+    @Test func aDamagedPageFailsNamingTheFrameAndItsChunk() throws {
+        let dir = try makeTemporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (base, changed) = try Self.makeBaseAndChange(dir)
+        let store = try ChunkStore(root: dir)
+        let cutter = try FrameCutter(store: store, frameSize: 65536)
+        let frames = try cutter.cut(changed, base: try cutter.cut(base).frames).frames
+        let frame = (1 << 20) / 65536
+        let position = try #require(frames.nonZeroFrames.firstIndex(of: frame))
+        let page = try #require(frames.patches(at: position).first?.chunk)
+        try flipByte(of: store.path(of: page.hash), at: page.storedSize / 2)
+        let error = #expect(throws: StasisError.self) { try ChunkedFile(store: store, frames: frames).materialize(to: dir.appendingPathComponent("copy")) }
+        #expect(error?.code == .corrupted)
+        #expect(error?.description.contains("frame \(frame)") == true && error?.description.contains(page.hash) == true, "\(String(describing: error))")
+    }
+
+    @Test func patchTriplesAreChecked() throws {
+        let hash = String(repeating: "ab", count: 32)
+        let page = String(repeating: "cd", count: 32)
+        let good = try FrameList(frameSize: 65536, totalSize: 2 * 65536, frames: [(1, ChunkRef(hash: hash, rawSize: 65536, storedSize: 20))],
+                                 patches: [1: [.init(page: 3, chunk: ChunkRef(hash: page, rawSize: 4096, storedSize: 30)), .init(page: 5, chunk: nil)]])
+        let valid = try JSONSerialization.jsonObject(with: JSONEncoder().encode(good)) as? [String: Any] ?? [:]
+        #expect(valid["patches"] as? [Int] == [1, 3, 1, 1, 5, -1])
+        func decode(_ patches: [Int], version: Int = 2) -> FrameList? {
+            var object = valid
+            object["patches"] = patches
+            object["version"] = version
+            guard let data = try? JSONSerialization.data(withJSONObject: object) else { return nil }
+            return try? JSONDecoder().decode(FrameList.self, from: data)
+        }
+        #expect(decode([1, 3, 1, 1, 5, -1]) == good)
+        for bad in [[1, 3, 1, 1, 5], [1, 5, -1, 1, 3, 1], [1, 3, 1, 1, 3, 1], [0, 3, 1, 1, 5, -1], [1, 16, 1, 1, 5, -1],
+                    [1, 3, 2, 1, 5, -1], [1, 3, -2, 1, 5, -1], [1, 3, 1, 1, Int.max, -1], [Int.min, 3, 1, 1, 5, -1], [1, 3, 1]] {
+            #expect(decode(bad) == nil, "\(bad)")
+        }
+        #expect(decode([1, 3, 1, 1, 5, -1], version: 1) == nil, "version 1 has no patches")
+    }
+}

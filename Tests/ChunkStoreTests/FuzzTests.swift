@@ -107,6 +107,25 @@ import Testing
         #expect(accepted < 400, "\(accepted) damaged lists accepted")
     }
 
+    @Test func patchedFrameListDecodingSurvivesDamage() throws {
+        let dir = try makeTemporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (base, changed) = try PagePatchTests.makeBaseAndChange(dir)
+        let cutter = try FrameCutter(store: ChunkStore(root: dir), frameSize: 65536)
+        let frames = try cutter.cut(changed, base: try cutter.cut(base).frames).frames
+        #expect(frames.patchedFrames > 0)
+        let valid = [UInt8](try JSONEncoder().encode(frames))
+        var rng = SeededGenerator(seed: 78)
+        var accepted = 0
+        for _ in 0 ..< 3000 {
+            if let decoded = try? JSONDecoder().decode(FrameList.self, from: Data(Self.mutate(valid, &rng))) {
+                #expect(try JSONDecoder().decode(FrameList.self, from: JSONEncoder().encode(decoded)) == decoded)
+                accepted += 1
+            }
+        }
+        #expect(accepted < 300, "\(accepted) damaged lists accepted")
+    }
+
     @Test func frameListRefusesHostileNumbers() throws {
         let hash = String(repeating: "ab", count: 32)
         let good = try FrameList(frameSize: 4096, totalSize: 3 * 4096, frames: [(1, ChunkRef(hash: hash, rawSize: 4096, storedSize: 20))])
@@ -136,7 +155,7 @@ import Testing
             ("sizes missing", json(stored: [])),
             ("wrong digest", json(digest: "sha256f:00")),
             ("frame moved", json(frames: [0, -2])),
-            ("version 2", json(version: 2)),
+            ("version 3", json(version: 3)),
         ]
         for (name, data) in hostile {
             #expect(throws: (any Error).self, "\(name)") { try JSONDecoder().decode(FrameList.self, from: data) }

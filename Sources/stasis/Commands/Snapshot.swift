@@ -162,8 +162,10 @@ struct GC: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingErrors {
-            let machines = try MachineStore(home: global.home).list()
-            let result = try SnapshotStore(home: global.home).collectGarbage(machines: machines)
+            let home = global.home
+            let result = try await runBlocking {
+                try SnapshotStore(home: home).collectGarbage(machines: { try MachineStore(home: home).list() })
+            }
             if global.json { return try printJSON(result) }
             print("removed \(result.chunksRemoved) chunks (\(bytes(UInt64(result.bytesFreed)))) and \(result.cachesRemoved) RAM caches (\(bytes(UInt64(result.cacheBytesFreed)))); \(result.chunksKept) chunks in use")
         }
