@@ -60,7 +60,10 @@ let package = Package(
             ]
         ),
         // Snapshots of running machines: manifest, checksums, restore and fork.
-        .target(name: "Snapshots", dependencies: ["StasisCore", "Machines", "Images", "Guest", "ChunkStore"]),
+        .target(name: "Snapshots", dependencies: [
+            "StasisCore", "Machines", "Images", "Guest", "ChunkStore",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         .executableTarget(
             name: "stasis",
             dependencies: [

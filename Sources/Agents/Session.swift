@@ -204,20 +204,36 @@ public actor Session {
         try await event("booting", .booting)
         let clock = ContinuousClock()
         let start = clock.now
-        let store = environment.machines
-        let record = try store.create(name: "session-\(id)", spec: configuration.machineSpec, autoRemove: false)
-        let machine = Machine(record: record, store: store)
+        let machine: Machine
         do {
-            let artifacts = try await BootArtifacts.resolve(home: environment.home, image: configuration.image)
-            _ = try await machine.boot(artifacts)
+            machine = try await startMachine()
         } catch {
-            try? await machine.remove(force: true)
             _ = try? await event("failed", .new, message: "the machine did not boot: \(error)")
             throw error
         }
         self.machine = machine
-        self.machineName = record.name
+        self.machineName = await machine.name
         try await event("booted", .idle, milliseconds: (clock.now - start).milliseconds)
+    }
+
+    /// The session's first machine: restored from the image's boot snapshot (warm start), so it
+    /// starts in restore time and its snapshots share the image's frames; booted otherwise.
+    private func startMachine() async throws -> Machine {
+        let spec = configuration.machineSpec
+        let name = "session-\(id)"
+        if WarmStart.applies(to: spec) {
+            let (snapshot, _) = try await WarmStart(snapshotter: environment.snapshotter).bootSnapshot(for: spec, bootTimeout: .seconds(120))
+            return try await environment.snapshotter.restore(snapshot.id, name: name, ports: spec.ports)
+        }
+        let store = environment.machines
+        let machine = Machine(record: try store.create(name: name, spec: spec, autoRemove: false), store: store)
+        do {
+            _ = try await machine.boot(try await BootArtifacts.resolve(home: environment.home, image: configuration.image))
+        } catch {
+            try? await machine.remove(force: true)
+            throw error
+        }
+        return machine
     }
 
     private func restore(_ snapshot: String) async throws {

@@ -24,6 +24,19 @@ public struct MachineStore: Sendable {
         }
     }
 
+    /// Fails unless `name` is valid and no machine has it (a check before slow work; `create`
+    /// checks again under the lock).
+    public func checkNameFree(_ name: String) throws {
+        try Self.checkNameFree(name, among: try list())
+    }
+
+    private static func checkNameFree(_ name: String, among existing: [MachineRecord]) throws {
+        try validateName(name)
+        if let other = existing.first(where: { $0.name == name }) {
+            throw StasisError(.alreadyExists, "the name '\(name)' is in use by machine \(other.id) (\(other.state.rawValue)): choose another with --name, or remove it with `stasis rm -f \(name)`")
+        }
+    }
+
     /// Creates the record and run folder of a new machine.
     public func create(name: String?, spec: MachineSpec, autoRemove: Bool) throws -> MachineRecord {
         try home.prepare()
@@ -31,10 +44,7 @@ public struct MachineStore: Sendable {
             let existing = try loadAll()
             let id = Self.newID(avoiding: Set(existing.map(\.id)))
             let chosen = name ?? Self.generatedName(avoiding: Set(existing.map(\.name)))
-            try Self.validateName(chosen)
-            if let other = existing.first(where: { $0.name == chosen }) {
-                throw StasisError(.alreadyExists, "the name '\(chosen)' is in use by machine \(other.id) (\(other.state.rawValue)): choose another with --name, or remove it with `stasis rm -f \(chosen)`")
-            }
+            try Self.checkNameFree(chosen, among: existing)
             let record = MachineRecord(id: id, name: chosen, spec: spec, autoRemove: autoRemove, engine: engine.name)
             let paths = MachinePaths(home: home, id: id)
             try FileManager.default.createDirectory(at: paths.directory, withIntermediateDirectories: true)

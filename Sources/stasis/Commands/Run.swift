@@ -3,6 +3,7 @@ import Foundation
 import Guest
 import Images
 import Machines
+import Snapshots
 import StasisCore
 
 struct Run: AsyncParsableCommand {
@@ -46,6 +47,9 @@ struct Run: AsyncParsableCommand {
     @Flag(help: "Remove the machine when it stops.")
     var rm = false
 
+    @Flag(help: "Boot the kernel instead of restoring the image's boot snapshot (warm start; --allow-host always boots).")
+    var cold = false
+
     @Option(help: ArgumentHelp("Seconds to wait for the guest to boot.", valueName: "SECONDS"))
     var bootTimeout: Double = 120
 
@@ -84,17 +88,10 @@ struct Run: AsyncParsableCommand {
                                           detach: detach, outputPath: detach ? "/dev/console" : "")
         let store = MachineStore(home: home)
         try store.engine.checkInstalled(for: spec)
-        let boot = try await BootArtifacts.resolve(home: home, image: image)
-        let record = try store.create(name: name, spec: spec, autoRemove: rm)
-        let machine = Machine(record: record, store: store)
         let clock = ContinuousClock()
         let start = clock.now
-        do {
-            _ = try await machine.boot(boot, timeout: .seconds(bootTimeout))
-        } catch {
-            if rm { try? await machine.remove(force: true) }
-            throw error
-        }
+        let warm = !cold && WarmStart.applies(to: spec)
+        let machine = warm ? try await startWarm(spec, store: store) : try await bootCold(spec, store: store)
         let booted = clock.now - start
         let current = await machine.record
         for service in spec.allowedHosts { progress("guest reaches \(service)") }
@@ -111,7 +108,8 @@ struct Run: AsyncParsableCommand {
             }
             return 0
         }
-        progress("\(current.name) running on \(current.accelerator ?? "?") after \(String(format: "%.0f", booted.milliseconds)) ms")
+        let how = current.restoredFrom.map { "restored from boot snapshot \($0) in" } ?? "running on \(current.accelerator ?? "?") after"
+        progress("\(current.name) \(how) \(String(format: "%.0f", booted.milliseconds)) ms")
         let code: Int32
         do {
             code = try await runAttached(machine, request)
@@ -123,6 +121,28 @@ struct Run: AsyncParsableCommand {
         try await machine.stop()
         if rm { try await machine.remove(force: true) }
         return code
+    }
+
+    private func bootCold(_ spec: MachineSpec, store: MachineStore) async throws -> Machine {
+        let boot = try await BootArtifacts.resolve(home: store.home, image: image)
+        let machine = Machine(record: try store.create(name: name, spec: spec, autoRemove: rm), store: store)
+        do {
+            _ = try await machine.boot(boot, timeout: .seconds(bootTimeout))
+        } catch {
+            if rm { try? await machine.remove(force: true) }
+            throw error
+        }
+        return machine
+    }
+
+    /// Restores the image's boot snapshot, made by booting once if there is none yet.
+    private func startWarm(_ spec: MachineSpec, store: MachineStore) async throws -> Machine {
+        // A taken name fails now, not after a boot snapshot was made for nothing.
+        if let name { try store.checkNameFree(name) }
+        let warm = WarmStart(snapshotter: Snapshotter(home: store.home, machines: store))
+        let (snapshot, made) = try await warm.bootSnapshot(for: spec, bootTimeout: .seconds(bootTimeout))
+        if made { progress("made boot snapshot \(snapshot.id) of \(image): later runs of this image start from it (--cold boots)") }
+        return try await Snapshotter(home: store.home, machines: store).restore(snapshot.id, name: name, ports: spec.ports)
     }
 }
 
