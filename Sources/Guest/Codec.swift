@@ -56,6 +56,7 @@ public enum Codec {
         case 12: message = .setGeneration(try r.u64())
         case 13: message = .shutdown
         case 14: message = .ping
+        case 15: message = .zeroFreeMemory(dropCaches: try r.bool())
         default: throw ProtocolError.unknownKind(kind)
         }
         guard r.remaining == 0 else { throw ProtocolError.trailingBytes(r.remaining) }
@@ -99,6 +100,7 @@ public enum Codec {
             w.bool(e.stdin); w.u64(e.timeoutMilliseconds); w.bool(e.detach); w.string(e.outputPath)
         case .stdin(let data): w.data(data)
         case .closeStdin, .shutdown, .ping: break
+        case .zeroFreeMemory(let dropCaches): w.bool(dropCaches)
         case .signal(let s): w.i32(s)
         case .readFile(let path): w.string(path)
         case .writeFile(let path, let mode, let data, let append): w.string(path); w.u32(mode); w.data(data); w.bool(append)
@@ -144,6 +146,7 @@ extension HostMessage {
         case .setGeneration: 12
         case .shutdown: 13
         case .ping: 14
+        case .zeroFreeMemory: 15
         }
     }
 }

@@ -109,6 +109,9 @@ public enum HostMessage: Sendable, Equatable {
     case setGeneration(UInt64)
     case shutdown
     case ping
+    /// Version 2: make the guest kernel zero its free memory (after dropping clean page cache
+    /// when asked), so a snapshot stores it as nothing; replies `ok`.
+    case zeroFreeMemory(dropCaches: Bool)
 }
 
 /// Messages the guest agent sends.

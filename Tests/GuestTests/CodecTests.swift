@@ -82,6 +82,8 @@ let hostCases: [HostCase] = [
     HostCase(name: "setGeneration max", message: .setGeneration(.max)),
     HostCase(name: "shutdown", message: .shutdown),
     HostCase(name: "ping", message: .ping),
+    HostCase(name: "zeroFreeMemory", message: .zeroFreeMemory(dropCaches: true)),
+    HostCase(name: "zeroFreeMemory, caches kept", message: .zeroFreeMemory(dropCaches: false)),
 ]
 
 let guestCases: [GuestCase] = [
@@ -166,7 +168,7 @@ extension CodecTests {
 
         @Test func hostCasesCoverEveryKind() {
             let kinds = Set(hostCases.map { body(of: Codec.frame(id: 0, $0.message))[0] })
-            #expect(kinds == Set(1 ... 14))
+            #expect(kinds == Set(1 ... 15))
         }
 
         @Test func guestCasesCoverEveryKind() {
@@ -449,7 +451,7 @@ extension CodecTests {
             }
         }
 
-        @Test(arguments: [0, 15, 16, 0x7F, 0x80, 0x81, 0x87, 0xFF] as [UInt8])
+        @Test(arguments: [0, 16, 17, 0x7F, 0x80, 0x81, 0x87, 0xFF] as [UInt8])
         func unknownHostKindThrows(kind: UInt8) {
             #expect(throws: ProtocolError.unknownKind(kind)) { try Codec.decodeHost([kind] + le32(1)) }
         }
@@ -535,7 +537,7 @@ extension CodecTests {
                     let length = UInt32.random(in: 0 ... UInt32(bytes.count), using: &rng)
                     bytes.replaceSubrange(at ..< at + 8, with: AgentProtocol.magic + le32(length))
                     if Bool.random(using: &rng), at + 9 <= bytes.count {
-                        bytes[at + 8] = Bool.random(using: &rng) ? UInt8.random(in: 1 ... 14, using: &rng) : UInt8.random(in: 0x81 ... 0x87, using: &rng)
+                        bytes[at + 8] = Bool.random(using: &rng) ? UInt8.random(in: 1 ... 15, using: &rng) : UInt8.random(in: 0x81 ... 0x87, using: &rng)
                     }
                 }
                 if let problem = Self.exercise(bytes, rng: &rng) {

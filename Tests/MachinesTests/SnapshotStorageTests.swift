@@ -110,4 +110,33 @@ struct SnapshotStorageTests {
         #expect(try await back.withAgent { agent in try await sh(agent, "cat /root/disk.txt /tmp/ram.txt") }.out == "on-disk\nin-ram\n")
         try await back.remove(force: true)
     }
+
+    /// `--compact`: memory the guest freed (a deleted file's page cache) is zeroed before the
+    /// snapshot and stored as nothing; without it, the freed pages' old bytes are stored.
+    @Test func compactStoresFreedMemoryAsNothing() async throws {
+        let env = try await VMFixture.shared.env()
+        let fixture = try await SnapshotFixture.shared.manifest()
+        let snapshotter = Snapshotter(home: env.home, machines: env.store)
+        var added: [Bool: Int] = [:]
+        for compact in [false, true] {
+            let name = compact ? "compact-yes" : "compact-no"
+            let machine = try await snapshotter.restore(fixture.id, name: name)
+            if let pid = await machine.record.pid { VMFixture.killAtExit(pid) }
+            // 24 MiB of random bytes through the page cache, then freed.
+            let wrote = try await machine.withAgent { agent in
+                try await sh(agent, "head -c 25165824 /dev/urandom > /root/big && sync && rm /root/big && echo done")
+            }
+            #expect(wrote.out == "done\n", "\(wrote)")
+            if compact { try await Snapshotter.compact(machine) }
+            let manifest = try await snapshotter.take(machine, tag: nil, leaveRunning: false)
+            added[compact] = manifest.memoryAddedBytes ?? 0
+            try await SnapshotStore(home: env.home).remove(manifest.id, force: false, machines: try env.store.list())
+            try await machine.remove(force: true)
+        }
+        let plain = try #require(added[false])
+        let compacted = try #require(added[true])
+        #expect(plain > 20_000_000, "the freed pages' random bytes are stored: \(plain)")
+        #expect(compacted < 4_000_000, "zeroed, they cost nothing: \(compacted)")
+        print("compact: freed 24 MiB stored \(plain) B without, \(compacted) B with --compact")
+    }
 }

@@ -319,6 +319,15 @@ public actor AgentClient {
         try await expectOK(.addEntropy(bytes), "addEntropy")
     }
 
+    /// Makes the guest kernel zero its free memory (dropping clean page cache first with
+    /// `dropCaches`), so a snapshot taken next stores it as nothing. Needs agent protocol 2.
+    public func zeroFreeMemory(dropCaches: Bool) async throws {
+        guard let info = guestInfo, info.agentVersion >= 2 else {
+            throw StasisError(.unsupported, "the guest agent speaks protocol \(guestInfo?.agentVersion ?? 0); zeroing free memory needs 2")
+        }
+        try await expectOK(.zeroFreeMemory(dropCaches: dropCaches), "zeroFreeMemory")
+    }
+
     /// Sets the guest's hostname.
     public func setHostname(_ name: String) async throws { try await expectOK(.setHostname(name), "setHostname") }
 
