@@ -100,8 +100,10 @@ public struct SnapshotStore: Sendable {
     }
 
     /// Checks every part against its size and digest, so that a damaged snapshot is refused
-    /// before QEMU ever reads it. RAM frames are checked for presence here and for content as
-    /// they are read (`materializeMemory`); `deep` reads and checks every frame now.
+    /// before QEMU ever reads it. A part is hashed once and then trusted while its file identity
+    /// (inode, size, mtime, ctime) stays the one recorded in `.verified.json`. RAM frames are
+    /// checked for presence here and for content as they are read (`materializeMemory`); `deep`
+    /// hashes every part and reads and checks every frame now.
     public func verify(_ manifest: SnapshotManifest, deep: Bool = false) throws {
         if let frames = manifest.memoryFrames {
             let chunks = try chunkStore()
@@ -116,19 +118,28 @@ public struct SnapshotStore: Sendable {
             }
         }
         let dir = directory(manifest.id)
+        // Files already hashed are skipped while their identity is unchanged (any write changes
+        // mtime and ctime; a copy is a new inode); `deep` hashes everything.
+        let markerURL = dir.appendingPathComponent(".verified.json")
+        let verified = deep ? [:] : (try? AtomicFile.readJSON([String: String].self, from: markerURL)) ?? [:]
+        var identities: [String: String] = [:]
         for part in manifest.parts {
             let url = dir.appendingPathComponent(part.file)
-            guard let attributes = try? FileManager.default.attributesOfItem(atPath: url.path),
-                  let size = attributes[.size] as? UInt64 else {
+            var st = stat()
+            guard stat(url.path, &st) == 0 else {
                 throw StasisError(.corrupted, "snapshot \(manifest.id) is damaged: its \(part.file) is missing")
             }
-            guard size == part.size else {
-                throw StasisError(.corrupted, "snapshot \(manifest.id) is damaged: \(part.file) has \(size) bytes, the manifest says \(part.size)")
+            guard UInt64(st.st_size) == part.size else {
+                throw StasisError(.corrupted, "snapshot \(manifest.id) is damaged: \(part.file) has \(st.st_size) bytes, the manifest says \(part.size)")
             }
+            let identity = "\(part.digest) \(st.st_dev) \(st.st_ino) \(st.st_size) \(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec) \(st.st_ctim.tv_sec).\(st.st_ctim.tv_nsec)"
+            identities[part.file] = identity
+            if verified[part.file] == identity { continue }
             guard try FileDigest.of(url) == part.digest else {
                 throw StasisError(.corrupted, "snapshot \(manifest.id) is damaged: \(part.file) does not match its checksum")
             }
         }
+        if identities != verified { try? AtomicFile.writeJSON(identities, to: markerURL) }
     }
 
     /// Writes snapshot `manifest`'s RAM into a new sparse file at `url` (not fsynced: a machine's

@@ -647,3 +647,32 @@ extension MachineUnitTests {
         }
     }
 }
+
+extension MachineUnitTests {
+    /// `QEMUEngine.version` asks the binary once per file identity: a replaced binary is asked again.
+    @Suite struct QEMUVersionTests {
+        @Test func theVersionIsAskedAgainOnlyWhenTheBinaryChanges() async throws {
+            let dir = URL(fileURLWithPath: "/tmp/stasis-qemu-version-\(UInt32.random(in: 0 ... .max))")
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: dir) }
+            let binary = dir.appendingPathComponent("qemu-system-x86_64")
+            let counter = dir.appendingPathComponent("asked")
+            func install(_ version: String) throws {
+                let script = "#!/bin/sh\necho x >> '\(counter.path)'\necho 'QEMU emulator version \(version)'\necho 'Copyright'\n"
+                let staged = dir.appendingPathComponent("staged")
+                try Data(script.utf8).write(to: staged)
+                chmod(staged.path, 0o755)
+                try AtomicFile.rename(staged, over: binary)  // a new inode, like a package upgrade
+            }
+            func asked() -> Int { ((try? String(contentsOf: counter, encoding: .utf8)) ?? "").split(separator: "\n").count }
+            try install("1.0")
+            let engine = QEMUEngine(qemuBinary: binary.path)
+            #expect(try await engine.version() == "QEMU emulator version 1.0")
+            #expect(try await engine.version() == "QEMU emulator version 1.0")
+            #expect(asked() == 1)
+            try install("2.0")
+            #expect(try await engine.version() == "QEMU emulator version 2.0")
+            #expect(asked() == 2)
+        }
+    }
+}

@@ -188,6 +188,9 @@ struct SnapshotVMTests {
         defer { if part == "memory" { try? FileManager.default.removeItem(at: file) } }
         try AtomicFile.writeJSON(manifest, to: copy.appendingPathComponent("manifest.json"))
         writers = nil
+        // Verified once before the damage: the damage must be found though the copy's files were
+        // hashed already (a write changes their identity).
+        try store.verify(manifest)
         let handle = try FileHandle(forUpdating: file)
         try handle.seek(toOffset: offset)
         let byte = try #require(try handle.read(upToCount: 1)).first ?? 0

@@ -1,10 +1,20 @@
 import Foundation
 import StasisCore
+import Synchronization
 
 extension QEMUEngine: SnapshottingEngine {
+    /// The first line of `qemu-system-x86_64 --version`. Every snapshot and restore asks, and
+    /// spawning QEMU costs ~20 ms, so the answer is remembered per binary file (path, inode,
+    /// size, mtime): a long-running `stasis serve` asks QEMU once, and again after an upgrade.
     public func version() async throws -> String {
+        let path = qemuBinary.contains("/") ? qemuBinary : HostTool.which(qemuBinary) ?? qemuBinary
+        var st = stat()
+        let identity = stat(path, &st) == 0 ? "\(path) \(st.st_ino) \(st.st_size) \(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)" : nil
+        if let identity, let known = QEMUVersionCache.shared.withLock({ $0[identity] }) { return known }
         let out = try await HostTool.run(qemuBinary, ["--version"]).standardOutput
-        return out.split(separator: "\n").first.map(String.init) ?? "unknown"
+        let version = out.split(separator: "\n").first.map(String.init) ?? "unknown"
+        if let identity { QEMUVersionCache.shared.withLock { $0[identity] = version } }
+        return version
     }
 
     public func deviceLayout(_ record: MachineRecord, accelerator: AcceleratorChoice) -> [String] {
@@ -118,4 +128,9 @@ extension QEMUEngine: SnapshottingEngine {
 /// `text` as one word for /bin/sh (QEMU runs `exec:` migration URIs through it).
 func shellQuoted(_ text: String) -> String {
     "'" + text.replacingOccurrences(of: "'", with: "'\\''") + "'"
+}
+
+/// QEMU versions already asked for, by binary file identity (see `QEMUEngine.version`).
+enum QEMUVersionCache {
+    static let shared = Mutex<[String: String]>([:])
 }
