@@ -223,7 +223,7 @@ public actor Session {
         let name = "session-\(id)"
         if WarmStart.applies(to: spec) {
             let (snapshot, _) = try await WarmStart(snapshotter: environment.snapshotter).bootSnapshot(for: spec, bootTimeout: .seconds(120))
-            return try await environment.snapshotter.restore(snapshot.id, name: name, ports: spec.ports)
+            return try await WarmStart(snapshotter: environment.snapshotter).restore(snapshot, name: name, ports: spec.ports)
         }
         let store = environment.machines
         let machine = Machine(record: try store.create(name: name, spec: spec, autoRemove: false), store: store)

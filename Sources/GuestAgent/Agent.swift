@@ -281,7 +281,7 @@ final class Agent {
             reply(port, id, .ok)
         case .zeroFreeMemory(let dropCaches):
             // Blocks this agent for as long as the kernel takes to clear the pages (about a
-            // second per few hundred MiB under TCG): it is asked for before a boot snapshot.
+            // second per few hundred MiB under TCG): asked for by `stasis snapshot --compact`.
             if dropCaches { _ = POSIX.writeFile("/proc/sys/vm/drop_caches", Array("1\n".utf8), mode: 0o644, append: false) }
             let zeroed = POSIX.zeroFreeMemory()
             log("zeroed \(zeroed >> 20) MiB of free memory")

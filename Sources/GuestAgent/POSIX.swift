@@ -63,8 +63,9 @@ enum POSIX {
                   region != MAP_FAILED else { break }
             mapped.append(region)
             // MADV_POPULATE_WRITE (Linux 5.14) faults the whole range in at once; touch each
-            // page on kernels without it.
+            // page on kernels without it (EINVAL). Any other failure (ENOMEM) ends the work.
             if madvise(region, piece, 23) != 0 {
+                guard Glibc.errno == EINVAL else { break }
                 for offset in stride(from: 0, to: piece, by: 4096) { region.storeBytes(of: 0, toByteOffset: offset, as: UInt8.self) }
             }
         }

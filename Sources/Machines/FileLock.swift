@@ -34,9 +34,9 @@ public final class FileLock: @unchecked Sendable {
 }
 
 extension FileLock {
-    /// Runs `body` holding the lock at `url`.
-    public static func withLock<R>(_ url: URL, _ body: () throws -> R) throws -> R {
-        let lock = try acquire(url)
+    /// Runs `body` holding the lock at `url` (shared with other shared holders if `shared`).
+    public static func withLock<R>(_ url: URL, shared: Bool = false, _ body: () throws -> R) throws -> R {
+        let lock = try acquire(url, shared: shared)
         defer { withExtendedLifetime(lock) {} }
         return try body()
     }

@@ -31,16 +31,20 @@ extension Machine {
     /// disk) and hands it to `commit`. Without `leaveRunning` the machine is stopped afterwards,
     /// and `commit` runs while the guest is still paused: a crash at any moment leaves either a
     /// live machine or a committed snapshot, never neither. With it, the guest resumes on a new
-    /// disk overlay after a short pause, and `commit` runs after that.
-    public func capture(into directory: URL, leaveRunning: Bool, commit: @Sendable (Capture) async throws -> Void) async throws {
+    /// disk overlay after a short pause, and `commit` runs after that. `collapseOnto` (a path and
+    /// its format) collapses the disk onto that lower layer instead of the machine's own base,
+    /// to keep chains of layers short.
+    public func capture(into directory: URL, leaveRunning: Bool, collapseOnto: (path: String, format: String)? = nil,
+                        commit: @Sendable (Capture) async throws -> Void) async throws {
         let engine = try snapshotEngine
         let current = try refresh()
         guard current.state == .running, let pid = current.pid else {
             throw StasisError(.invalidState, "machine \(current.name) is \(current.state.rawValue): only a running machine can be snapshotted")
         }
-        guard let base = current.diskBase, let baseFormat = current.diskBaseFormat else {
+        guard let ownBase = current.diskBase, let ownFormat = current.diskBaseFormat else {
             throw StasisError(.invalidState, "machine \(current.name) was started by an older stasis and cannot be snapshotted")
         }
+        let (base, baseFormat) = collapseOnto ?? (ownBase, ownFormat)
         let accel = AcceleratorChoice(kind: current.accelerator == "kvm" ? .kvm : .tcg, reason: "")
         let version = try await engine.version()
         let state = directory.appendingPathComponent("state")
@@ -50,9 +54,15 @@ extension Machine {
         let ramInFile = current.memoryShared != false
         let layout = engine.deviceLayout(current, accelerator: accel)
         // The disk layers above the base (the frozen overlay and any kept in the run folder by
-        // earlier snapshots) collapse into one file whose backing is the base.
+        // earlier snapshots) collapse into one file whose backing is the base. A lone overlay on
+        // the machine's own base is one conversion; anything else goes through `DiskLayers`.
+        let firstOverlay = paths.disk.lastPathComponent
         let collapse = { @Sendable (frozen: URL) async throws in
-            try await HostTool.run("qemu-img", ["convert", "-U", "-O", "qcow2", "-B", base, "-F", baseFormat, frozen.path, diskOut.path])
+            if collapseOnto == nil, frozen.lastPathComponent == firstOverlay {
+                try await HostTool.run("qemu-img", ["convert", "-U", "-O", "qcow2", "-B", base, "-F", baseFormat, frozen.path, diskOut.path])
+            } else {
+                try await DiskLayers.collapse(top: frozen, onto: base, format: baseFormat, into: diskOut)
+            }
         }
         let capture = { @Sendable (paused: Duration) in
             Capture(record: current, state: state, memory: ramInFile ? memoryOut : nil, disk: diskOut, diskBase: base,

@@ -62,6 +62,9 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
     /// cost beyond the frames earlier snapshots already held.
     public var memoryAddedBytes: Int?
 
+    /// The format of the layer `disk.qcow2` sits on: an image's raw rootfs or a snapshot's qcow2.
+    public var diskBaseFormat: String { diskBase.hasSuffix(".qcow2") ? "qcow2" : "raw" }
+
     /// Every part kept as a file in the snapshot folder, for checking.
     public var parts: [Part] { [state, disk] + (memory.map { [$0] } ?? []) }
 

@@ -27,6 +27,20 @@ public struct SnapshotStore: Sendable {
     /// gc never takes for unused what is about to be used.
     public var chunkWritersLock: URL { home.root.appendingPathComponent("chunks.lock") }
 
+    /// For a snapshot disk on `diskBase`: how many snapshot disk layers a restore reads through,
+    /// its own included (1 for a disk on the image), and the layer at the bottom of the chain
+    /// (the image rootfs the chain started from).
+    func diskChain(onto diskBase: String) -> (depth: Int, bottom: String) {
+        var depth = 1
+        var base = diskBase
+        while depth < 10_000, base.hasSuffix("/disk.qcow2"),
+              let manifest = try? manifest(URL(fileURLWithPath: base).deletingLastPathComponent().lastPathComponent) {
+            depth += 1
+            base = manifest.diskBase
+        }
+        return (depth, base)
+    }
+
     /// The RAM file that forks of snapshot `id` map: materialized from its frames on first use.
     public func memoryCache(_ id: String) -> URL { directory(id).appendingPathComponent("memory.cache") }
 
@@ -136,6 +150,8 @@ public struct SnapshotStore: Sendable {
             identities[part.file] = identity
             if verified[part.file] == identity { continue }
             guard try FileDigest.of(url) == part.digest else {
+                // Never trusted again by identity: the next restore hashes it too.
+                try? FileManager.default.removeItem(at: markerURL)
                 throw StasisError(.corrupted, "snapshot \(manifest.id) is damaged: \(part.file) does not match its checksum")
             }
         }
@@ -190,7 +206,9 @@ public struct SnapshotStore: Sendable {
         let disk = directory(id).appendingPathComponent("disk.qcow2").path
         let memory = directory(id).appendingPathComponent("memory").path
         let cache = memoryCache(id).path
-        let snapshots = try list().filter { $0.id != id && ($0.parent == id || $0.diskBase == disk) }.map(\.id)
+        // A snapshot whose disk sits on this one's needs it; a child whose disk was collapsed
+        // onto the image (its `parent` is history) does not.
+        let snapshots = try list().filter { $0.id != id && $0.diskBase == disk }.map(\.id)
         let users = machines.filter {
             $0.diskBase == disk || $0.memoryFile == memory || $0.memoryFile == cache || $0.restoredFrom == id
         }.map(\.name)
@@ -214,7 +232,7 @@ public struct SnapshotStore: Sendable {
                 var childManifest = try self.manifest(child)
                 let childDisk = directory(child).appendingPathComponent("disk.qcow2")
                 // Safe rebase: the child gets the data it read through this snapshot's layer.
-                try await HostTool.run("qemu-img", ["rebase", "-f", "qcow2", "-b", manifest.diskBase, "-F", manifest.parent == nil ? "raw" : "qcow2", childDisk.path])
+                try await HostTool.run("qemu-img", ["rebase", "-f", "qcow2", "-b", manifest.diskBase, "-F", manifest.diskBaseFormat, childDisk.path])
                 childManifest.diskBase = manifest.diskBase
                 childManifest.parent = manifest.parent
                 childManifest.disk = try Self.part(childDisk)

@@ -1,5 +1,6 @@
 import ChunkStore
 import Foundation
+import Images
 import Machines
 import StasisCore
 import Synchronization
@@ -9,9 +10,15 @@ public struct Snapshotter: Sendable {
     public let snapshots: SnapshotStore
     public let machines: MachineStore
 
-    public init(home: StasisHome, machines: MachineStore? = nil) {
+    /// The most snapshot disk layers a restore reads through. A snapshot of a restored machine
+    /// adds one layer over its parent's; past this depth its disk is collapsed onto the image
+    /// instead, so the 1,000th snapshot of a session reads as few layers as the 8th.
+    public var maxDiskChainDepth: Int
+
+    public init(home: StasisHome, machines: MachineStore? = nil, maxDiskChainDepth: Int = 8) {
         self.snapshots = SnapshotStore(home: home)
         self.machines = machines ?? MachineStore(home: home)
+        self.maxDiskChainDepth = max(1, maxDiskChainDepth)
     }
 
     /// Shrinks what the next snapshot of `machine` stores: the guest drops its clean page cache
@@ -32,8 +39,9 @@ public struct Snapshotter: Sendable {
         let (id, staged, lock) = try snapshots.stage()
         defer { withExtendedLifetime(lock) {} }
         let committed = Mutex<SnapshotManifest?>(nil)
+        let flatten = await diskFlattening(for: machine)
         do {
-            try await machine.capture(into: staged, leaveRunning: leaveRunning) { capture in
+            try await machine.capture(into: staged, leaveRunning: leaveRunning, collapseOnto: flatten) { capture in
                 var manifest = try manifest(id: id, tag: tag, capture: capture)
                 // RAM goes into the chunk store; gc waits for this commit before it looks.
                 let writers = try await runBlocking { [snapshots] in try FileLock.acquire(snapshots.chunkWritersLock, shared: true) }
@@ -74,6 +82,17 @@ public struct Snapshotter: Sendable {
             pausedMilliseconds: capture.paused.milliseconds,
             state: try SnapshotStore.part(capture.state), memory: nil,
             disk: try SnapshotStore.part(capture.disk))
+    }
+
+    /// The bottom of the machine's disk chain (its image's rootfs), when the chain is deeper
+    /// than allowed: its snapshot is then collapsed onto that rather than onto its parent's disk.
+    private func diskFlattening(for machine: Machine) async -> (path: String, format: String)? {
+        let record = await machine.record
+        guard let base = record.diskBase, record.restoredFrom != nil else { return nil }
+        let chain = snapshots.diskChain(onto: base)
+        guard chain.depth > maxDiskChainDepth, !chain.bottom.hasSuffix(".qcow2"),
+              FileManager.default.fileExists(atPath: chain.bottom) else { return nil }
+        return (chain.bottom, "raw")
     }
 
     /// Cuts a RAM file into the chunk store and removes it: only frames no earlier snapshot

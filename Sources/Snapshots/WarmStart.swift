@@ -25,34 +25,50 @@ public struct WarmStart: Sendable {
     /// is none). `made` says whether this call had to boot one to make it.
     public func start(_ spec: MachineSpec, name: String?, bootTimeout: Duration) async throws -> (machine: Machine, madeBootSnapshot: Bool) {
         let (snapshot, made) = try await bootSnapshot(for: spec, bootTimeout: bootTimeout)
-        let machine = try await snapshotter.restore(snapshot.id, name: name, ports: spec.ports)
-        return (machine, made)
+        return (try await restore(snapshot, name: name, ports: spec.ports), made)
+    }
+
+    /// Restores `snapshot` as machine `name`; a machine that failed to come up is removed again,
+    /// so a retry can use the name and the boot snapshot is not held by a dead machine.
+    public func restore(_ snapshot: SnapshotManifest, name: String?, ports: [PortForward]) async throws -> Machine {
+        do {
+            return try await snapshotter.restore(snapshot.id, name: name, ports: ports)
+        } catch {
+            let store = snapshotter.machines
+            if let name, let record = try? store.find(name), record.restoredFrom == snapshot.id {
+                try? await Machine(record: record, store: store).remove(force: true)
+            }
+            throw error
+        }
     }
 
     /// The boot snapshot for machines of `spec` (ports aside): the newest one whose image, engine
     /// and kernel still match, or a new one. Two processes asking at once make it once.
     public func bootSnapshot(for spec: MachineSpec, bootTimeout: Duration) async throws -> (SnapshotManifest, made: Bool) {
-        let image = try await ImageStore(home: snapshotter.snapshots.home).image(named: spec.image)
-        let tag = Self.tag(for: spec, image: image)
+        let home = snapshotter.snapshots.home
+        let image = try await ImageStore(home: home).image(named: spec.image)
+        let boot = try await BootArtifacts.resolve(home: home, image: spec.image)
+        let tag = Self.tag(for: spec, image: image, boot: boot, accelerator: AcceleratorChoice.choose(spec.accelerator).kind.rawValue)
         if let found = try await usable(tag) { return (found, false) }
         try snapshotter.snapshots.home.prepare()
         let lockURL = snapshotter.snapshots.home.snapshots.appendingPathComponent(".warm-\(tag.suffix(16)).lock")
         let lock = try await runBlocking { try FileLock.acquire(lockURL) }
         defer { withExtendedLifetime(lock) {} }
         if let found = try await usable(tag) { return (found, false) }
-        return (try await make(spec, tag: tag, timeout: bootTimeout), true)
+        return (try await make(spec, boot: boot, tag: tag, timeout: bootTimeout), true)
     }
 
     /// `boot:<image>:<digest of what a restore cannot change>`: memory, CPUs, network, host
-    /// services, accelerator preference, and the image's identity (a rebuilt image gets a new
-    /// boot snapshot).
-    static func tag(for spec: MachineSpec, image: ImageRecord) -> String {
+    /// services, the accelerator this host would pick, the image's identity (a rebuilt image gets
+    /// a new boot snapshot) and the initramfs, which holds the guest agent (a new stasis gets
+    /// machines with its own agent).
+    static func tag(for spec: MachineSpec, image: ImageRecord, boot: BootArtifacts, accelerator: String) -> String {
         var key = spec
         key.ports = []
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         let specBytes = (try? encoder.encode(key)) ?? Data()
-        let identity = Data("\(image.name) \(image.created.timeIntervalSince1970) \(image.diskBytes)".utf8)
+        let identity = Data("\(image.name) \(image.created.timeIntervalSince1970) \(image.diskBytes) \(boot.initramfs.lastPathComponent) \(boot.kernelVersion) \(accelerator)".utf8)
         let digest = SHA256.hash(data: specBytes + identity).prefix(8).map { String(format: "%02x", $0) }.joined()
         return "\(tagPrefix)\(spec.image):\(digest)"
     }
@@ -72,13 +88,13 @@ public struct WarmStart: Sendable {
 
     /// Boots a machine of `spec` with no published ports, snapshots it as soon as its agent
     /// answers (the machine stops), and removes the machine.
-    private func make(_ spec: MachineSpec, tag: String, timeout: Duration) async throws -> SnapshotManifest {
+    private func make(_ spec: MachineSpec, boot: BootArtifacts, tag: String, timeout: Duration) async throws -> SnapshotManifest {
         var source = spec
         source.ports = []
         let store = snapshotter.machines
-        let boot = try await BootArtifacts.resolve(home: store.home, image: spec.image)
-        let suffix = String(format: "%04x", UInt16.random(in: 0 ... .max))
-        let machine = Machine(record: try store.create(name: "warm-\(spec.image)-\(suffix)", spec: source, autoRemove: false), store: store)
+        // `warm-<digest>-<random>`: fits the name limit whatever the image is called.
+        let name = "warm-\(tag.suffix(16))-\(String(format: "%04x", UInt16.random(in: 0 ... .max)))"
+        let machine = Machine(record: try store.create(name: name, spec: source, autoRemove: false), store: store)
         do {
             _ = try await machine.boot(boot, timeout: timeout)
             let manifest = try await snapshotter.take(machine, tag: tag, leaveRunning: false)

@@ -1,6 +1,7 @@
 import ChunkStore
 import Foundation
 import Guest
+import Images
 @testable import Machines
 import Snapshots
 import StasisCore
@@ -138,5 +139,43 @@ struct SnapshotStorageTests {
         #expect(plain > 20_000_000, "the freed pages' random bytes are stored: \(plain)")
         #expect(compacted < 4_000_000, "zeroed, they cost nothing: \(compacted)")
         print("compact: freed 24 MiB stored \(plain) B without, \(compacted) B with --compact")
+    }
+
+    /// A session's snapshots each sit on the last one's disk; past the depth allowed, the disk
+    /// is collapsed onto the image, so no restore reads through a long chain of layers, and the
+    /// snapshots below can be removed.
+    @Test func diskChainsStayShort() async throws {
+        let env = try await VMFixture.shared.env()
+        let fixture = try await SnapshotFixture.shared.manifest()
+        let snapshotter = Snapshotter(home: env.home, machines: env.store, maxDiskChainDepth: 2)
+        let store = snapshotter.snapshots
+        var current = fixture
+        var taken: [SnapshotManifest] = []
+        var sums = ""
+        for round in 1 ... 3 {
+            let machine = try await snapshotter.restore(current.id, name: "chain-\(round)")
+            if let pid = await machine.record.pid { VMFixture.killAtExit(pid) }
+            // 1 MiB per round: more than the clusters a small write copies up from the layers below.
+            sums += try await machine.withAgent { agent in
+                try await sh(agent, "echo \(round) >> /root/rounds.txt; head -c 1048576 /dev/urandom > /root/round-\(round); sync; sha256sum < /root/round-\(round)").out
+            }
+            current = try await snapshotter.take(machine, tag: nil, leaveRunning: false)
+            taken.append(current)
+            try await machine.remove(force: true)
+        }
+        let image = try await ImageStore(home: env.home).image(named: "bb").diskURL(in: env.home).path
+        // fixture (on the image) ← 1 ← 2 would be three layers: 2 is collapsed onto the image.
+        #expect(taken[0].diskBase.hasSuffix("\(fixture.id)/disk.qcow2"))
+        #expect(taken[1].diskBase == image, "\(taken[1].diskBase)")
+        #expect(taken[2].diskBase.hasSuffix("\(taken[1].id)/disk.qcow2"))
+        #expect(taken[1].parent == taken[0].id, "the parent stays as history")
+        // Nothing sits on the first one's disk any more: it can go, and the rest still restore whole.
+        try await store.remove(taken[0].id, force: false, machines: try env.store.list())
+        let back = try await snapshotter.restore(taken[2].id, name: "chain-back")
+        if let pid = await back.record.pid { VMFixture.killAtExit(pid) }
+        #expect(try await back.withAgent { agent in try await sh(agent, "echo 3 > /proc/sys/vm/drop_caches; cat /root/disk.txt /root/rounds.txt") }.out == "on-disk\n1\n2\n3\n")
+        #expect(try await back.withAgent { agent in try await sh(agent, "echo 3 > /proc/sys/vm/drop_caches; for i in 1 2 3; do sha256sum < /root/round-$i; done") }.out == sums)
+        try await back.remove(force: true)
+        for snapshot in taken.dropFirst().reversed() { try await store.remove(snapshot.id, force: false, machines: try env.store.list()) }
     }
 }

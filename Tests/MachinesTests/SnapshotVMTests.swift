@@ -121,7 +121,13 @@ struct SnapshotVMTests {
     @Test func leaveRunningSnapshotsAndRestoresTheLaterState() async throws {
         let (env, machine) = try await restored("restored-chain")
         let snapshotter = Snapshotter(home: env.home, machines: env.store)
-        try await machine.withAgent { agent in _ = try await sh(agent, "echo v1 > /root/version") }
+        // `early` (1 MiB, more than the clusters a later small write copies up) stays in the
+        // machine's first overlay, below the one the second snapshot freezes: collapsing must
+        // carry it. Restored guests drop their page cache before reading it back, so the bytes
+        // come from the disk, not from the RAM the snapshot kept.
+        let early = try await machine.withAgent { agent in
+            try await sh(agent, "echo v1 > /root/version; head -c 1048576 /dev/urandom > /root/early; sync; sha256sum < /root/early").out
+        }
         let first = try await snapshotter.take(machine, tag: nil, leaveRunning: true)
         try await machine.withAgent { agent in _ = try await sh(agent, "echo v2 > /root/version") }
         let second = try await snapshotter.take(machine, tag: nil, leaveRunning: true)
@@ -131,7 +137,7 @@ struct SnapshotVMTests {
         for (snapshot, expected) in [(first, "v1"), (second, "v2")] {
             let back = try await snapshotter.restore(snapshot.id, name: "rewind-\(expected)")
             if let pid = await back.record.pid { VMFixture.killAtExit(pid) }
-            #expect(try await back.withAgent { agent in try await sh(agent, "cat /root/version") }.out == "\(expected)\n")
+            #expect(try await back.withAgent { agent in try await sh(agent, "echo 3 > /proc/sys/vm/drop_caches; cat /root/version; sha256sum < /root/early") }.out == "\(expected)\n\(early)")
             try await back.remove(force: true)
         }
         // The running machine goes on from where it was.
@@ -168,26 +174,26 @@ struct SnapshotVMTests {
         var offset: UInt64 = 100
         // A session's gc in this home must not take the damaged chunk for garbage before the
         // copy's manifest lists it.
-        var writers: FileLock? = try FileLock.acquire(store.chunkWritersLock, shared: true)
-        if part == "memory" {
-            let frames = try #require(original.memoryFrames)
-            let victim = frames.nonZeroFrames[frames.nonZeroFrames.count / 2]
-            let ref = try #require(frames.chunk(ofFrame: victim))
-            let fake = ChunkRef(hash: (0 ..< 32).map { _ in String(format: "%02x", UInt8.random(in: 0 ... 255)) }.joined(),
-                                rawSize: ref.rawSize, storedSize: ref.storedSize)
-            let chunks = try store.chunkStore()
-            file = URL(fileURLWithPath: chunks.path(of: fake.hash))
-            try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
-            try FileManager.default.copyItem(atPath: chunks.path(of: ref.hash), toPath: file.path)
-            let listed = try frames.nonZeroFrames.map { index in
-                (index: index, ref: index == victim ? fake : try #require(frames.chunk(ofFrame: index)))
+        try FileLock.withLock(store.chunkWritersLock, shared: true) {
+            if part == "memory" {
+                let frames = try #require(original.memoryFrames)
+                let victim = frames.nonZeroFrames[frames.nonZeroFrames.count / 2]
+                let ref = try #require(frames.chunk(ofFrame: victim))
+                let fake = ChunkRef(hash: (0 ..< 32).map { _ in String(format: "%02x", UInt8.random(in: 0 ... 255)) }.joined(),
+                                    rawSize: ref.rawSize, storedSize: ref.storedSize)
+                let chunks = try store.chunkStore()
+                file = URL(fileURLWithPath: chunks.path(of: fake.hash))
+                try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
+                try FileManager.default.copyItem(atPath: chunks.path(of: ref.hash), toPath: file.path)
+                let listed = try frames.nonZeroFrames.map { index in
+                    (index: index, ref: index == victim ? fake : try #require(frames.chunk(ofFrame: index)))
+                }
+                manifest.memoryFrames = try FrameList(frameSize: frames.frameSize, totalSize: frames.totalSize, frames: listed)
+                offset = UInt64(fake.storedSize / 2)
             }
-            manifest.memoryFrames = try FrameList(frameSize: frames.frameSize, totalSize: frames.totalSize, frames: listed)
-            offset = UInt64(fake.storedSize / 2)
+            try AtomicFile.writeJSON(manifest, to: copy.appendingPathComponent("manifest.json"))
         }
         defer { if part == "memory" { try? FileManager.default.removeItem(at: file) } }
-        try AtomicFile.writeJSON(manifest, to: copy.appendingPathComponent("manifest.json"))
-        writers = nil
         // Verified once before the damage: the damage must be found though the copy's files were
         // hashed already (a write changes their identity).
         try store.verify(manifest)

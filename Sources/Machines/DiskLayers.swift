@@ -1,0 +1,46 @@
+import Foundation
+import StasisCore
+
+/// Collapses a chain of qcow2 layers into one file over a chosen lower layer, reading the layers
+/// and never writing them (QEMU may still hold them as backing files).
+///
+/// `qemu-img convert -B BASE` copies only what the top layer itself holds: it assumes BASE is the
+/// top's own backing file. With layers between them (overlays kept by `--leave-running`
+/// snapshots, or snapshot disks below when a chain is flattened onto the image) their data would
+/// be lost. So the lowest layer above BASE is converted onto BASE, and each higher layer is then
+/// copied, pointed at that result and committed into it: each step copies one layer's own data.
+enum DiskLayers {
+    /// Writes `output`: the content of `top` as a qcow2 whose backing file is `base`.
+    static func collapse(top: URL, onto base: String, format: String, into output: URL) async throws {
+        let layers = try await Self.layers(from: top, above: base)
+        guard let lowest = layers.first else {
+            throw StasisError(.invalidState, "\(base) is not below \(top.path) in its chain of disk layers")
+        }
+        try await HostTool.run("qemu-img", ["convert", "-U", "-O", "qcow2", "-B", base, "-F", format, lowest, output.path])
+        let scratch = output.deletingLastPathComponent().appendingPathComponent(".layer-\(UInt32.random(in: 0 ... .max)).qcow2")
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        for layer in layers.dropFirst() {
+            try? FileManager.default.removeItem(at: scratch)
+            try await HostTool.run("cp", ["--sparse=always", layer, scratch.path])
+            // Unsafe rebase: only the pointer changes, and `output` holds what the old backing held.
+            try await HostTool.run("qemu-img", ["rebase", "-u", "-f", "qcow2", "-b", output.path, "-F", "qcow2", scratch.path])
+            try await HostTool.run("qemu-img", ["commit", "-q", "-f", "qcow2", scratch.path])
+        }
+    }
+
+    /// The files of `top`'s chain above `base`, lowest first; empty if `base` is not in it.
+    static func layers(from top: URL, above base: String) async throws -> [String] {
+        let json = try await HostTool.run("qemu-img", ["info", "-U", "--backing-chain", "--output=json", top.path]).standardOutput
+        guard let chain = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String: Any]] else {
+            throw StasisError(.toolFailed, "qemu-img info printed no chain for \(top.path)")
+        }
+        let resolvedBase = URL(fileURLWithPath: base).resolvingSymlinksInPath().path
+        var above: [String] = []
+        for image in chain {
+            guard let file = image["filename"] as? String else { break }
+            if file == base || URL(fileURLWithPath: file).resolvingSymlinksInPath().path == resolvedBase { return above.reversed() }
+            above.append(file)
+        }
+        return []
+    }
+}
