@@ -154,18 +154,21 @@ extension Machine {
 
     /// Creates a machine from a snapshot and brings it back running: clock set, RNG reseeded,
     /// generation bumped, hostname set to the new name.
-    public static func restore(_ input: RestoreInput, name: String?, store: MachineStore) async throws -> Machine {
+    /// `autoRemove` is recorded as `stasis run --rm` records it.
+    public static func restore(_ input: RestoreInput, name: String?, autoRemove: Bool = false, store: MachineStore) async throws -> Machine {
         guard let engine = store.engine as? any SnapshottingEngine else {
             throw StasisError(.unsupported, "the \(store.engine.name) engine cannot restore snapshots")
         }
-        var record = try store.create(name: name, spec: input.spec, autoRemove: false)
+        var record = try store.create(name: name, spec: input.spec, autoRemove: autoRemove)
         let paths = MachinePaths(home: store.home, id: record.id)
         let machine = Machine(record: record, store: store)
         do {
-            try await HostTool.run("qemu-img", ["create", "-q", "-f", "qcow2", "-b", input.disk.path, "-F", "qcow2", paths.disk.path])
+            // Named as the snapshot's user before anything else, so `snapshot rm` sees it.
             record.diskBase = input.disk.path
             record.diskBaseFormat = "qcow2"
             record.restoredFrom = input.snapshotID
+            try store.save(record)
+            try await HostTool.run("qemu-img", ["create", "-q", "-f", "qcow2", "-b", input.disk.path, "-F", "qcow2", paths.disk.path])
             record.kernel = input.kernel
             record.generation = input.generation + 1
             switch input.memory {

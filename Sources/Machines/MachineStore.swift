@@ -68,9 +68,15 @@ public struct MachineStore: Sendable {
         return ids.filter { !$0.hasPrefix(".") }.compactMap { try? load(id: $0) }
     }
 
-    /// All machines, reconciled with the live processes, oldest first.
+    /// All machines, reconciled with the live processes, oldest first. A machine removed by
+    /// another process while this one lists is left out.
     public func list() throws -> [MachineRecord] {
-        try loadAll().map { try reconcile($0) }.sorted { $0.created < $1.created }
+        try loadAll().compactMap { record in
+            do { return try reconcile(record) } catch {
+                if !FileManager.default.fileExists(atPath: MachinePaths(home: home, id: record.id).record.path) { return nil }
+                throw error
+            }
+        }.sorted { $0.created < $1.created }
     }
 
     /// Finds a machine by name, id, or unique id prefix.

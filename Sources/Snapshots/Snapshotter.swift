@@ -134,11 +134,11 @@ public struct Snapshotter: Sendable {
     }
 
     /// Restores a snapshot as one new machine.
-    public func restore(_ reference: String, name: String?, ports: [PortForward]? = nil) async throws -> Machine {
+    public func restore(_ reference: String, name: String?, ports: [PortForward]? = nil, autoRemove: Bool = false) async throws -> Machine {
         let manifest = try snapshots.find(reference)
         try snapshots.verify(manifest)
         try await checkCompatible(manifest)
-        return try await Machine.restore(input(manifest, ports: ports, sharedMemory: nil), name: name, store: machines)
+        return try await Machine.restore(input(manifest, ports: ports, sharedMemory: nil), name: name, autoRemove: autoRemove, store: machines)
     }
 
     /// Restores a snapshot as `count` independent machines at once; their RAM is shared

@@ -30,9 +30,9 @@ public struct WarmStart: Sendable {
 
     /// Restores `snapshot` as machine `name`; a machine that failed to come up is removed again,
     /// so a retry can use the name and the boot snapshot is not held by a dead machine.
-    public func restore(_ snapshot: SnapshotManifest, name: String?, ports: [PortForward]) async throws -> Machine {
+    public func restore(_ snapshot: SnapshotManifest, name: String?, ports: [PortForward], autoRemove: Bool = false) async throws -> Machine {
         do {
-            return try await snapshotter.restore(snapshot.id, name: name, ports: ports)
+            return try await snapshotter.restore(snapshot.id, name: name, ports: ports, autoRemove: autoRemove)
         } catch {
             let store = snapshotter.machines
             if let name, let record = try? store.find(name), record.restoredFrom == snapshot.id {

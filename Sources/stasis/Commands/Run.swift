@@ -142,7 +142,7 @@ struct Run: AsyncParsableCommand {
         let warm = WarmStart(snapshotter: Snapshotter(home: store.home, machines: store))
         let (snapshot, made) = try await warm.bootSnapshot(for: spec, bootTimeout: .seconds(bootTimeout))
         if made { progress("made boot snapshot \(snapshot.id) of \(image): later runs of this image start from it (--cold boots)") }
-        return try await warm.restore(snapshot, name: name, ports: spec.ports)
+        return try await warm.restore(snapshot, name: name, ports: spec.ports, autoRemove: rm)
     }
 }
 
