@@ -102,6 +102,11 @@ public struct SnapshotStore: Sendable {
     /// Finds a snapshot by id, unique id prefix, or tag (the newest with that tag).
     public func find(_ reference: String) throws -> SnapshotManifest {
         guard !reference.isEmpty else { throw StasisError(.invalidArgument, "no snapshot given") }
+        // A whole id (what sessions and forks use) is one file to read, not every manifest.
+        if reference.count == 12, reference.allSatisfy(\.isHexDigit), reference == reference.lowercased(),
+           FileManager.default.fileExists(atPath: directory(reference).appendingPathComponent("manifest.json").path) {
+            return try manifest(reference)
+        }
         let all = try list()
         if let exact = all.first(where: { $0.id == reference }) { return exact }
         let prefixed = all.filter { $0.id.hasPrefix(reference) }
