@@ -21,7 +21,7 @@ enum DiskLayers {
         defer { try? FileManager.default.removeItem(at: scratch) }
         for layer in layers.dropFirst() {
             try? FileManager.default.removeItem(at: scratch)
-            try await HostTool.run("cp", ["--sparse=always", layer, scratch.path])
+            try await Machine.copySparse(URL(fileURLWithPath: layer), to: scratch)
             // Unsafe rebase: only the pointer changes, and `output` holds what the old backing held.
             try await HostTool.run("qemu-img", ["rebase", "-u", "-f", "qcow2", "-b", output.path, "-F", "qcow2", scratch.path])
             try await HostTool.run("qemu-img", ["commit", "-q", "-f", "qcow2", scratch.path])

@@ -67,27 +67,12 @@ struct ContextBench: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let signals = installSignalCleanup()
-        defer { withExtendedLifetime(signals) {} }
         let work = URL(fileURLWithPath: "/tmp").appendingPathComponent("stasis-bench-context-\(randomID())")
         try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
         if !keep { Cleanup.shared.adopt(folder: work) }
-        let monitor = LoadMonitor()
-        let report: ContextReport
-        do {
-            try await monitor.waitUntilQuiet(timeout: quietTimeout)
-            monitor.start()
-            report = try await measure(work: work, monitor: monitor)
-            monitor.stop()
-        } catch {
-            monitor.stop()
-            progress("stasis-bench: \(error)")
-            Cleanup.shared.run()
-            throw ExitCode(1)
+        try await BenchRun.monitored(json: json, quietTimeout: quietTimeout, afterCleanup: { if keep { progress("kept \(work.path)") } }) { monitor in
+            try await measure(work: work, monitor: monitor)
         }
-        Cleanup.shared.run()
-        if keep { progress("kept \(work.path)") }
-        try printReport(report, json: json)
     }
 
     private func measure(work: URL, monitor: LoadMonitor) async throws -> ContextReport {

@@ -37,21 +37,31 @@ struct BenchRun: Sendable {
     /// Runs `measure` with cleanup on every way out (success, error, Ctrl-C), then prints the
     /// report: the table on stdout, or JSON on stdout and the table on stderr.
     static func main<R: BenchReport>(json: Bool, quietTimeout: Double, _ measure: @escaping (BenchRun, LoadMonitor) async throws -> R) async throws {
-        let signals = installSignalCleanup()
-        defer { withExtendedLifetime(signals) {} }
         let home = StasisHome.fromEnvironment()
         let tag = String(format: "%04x", UInt16.random(in: 0 ... .max))
         let run = BenchRun(home: home, prefix: "bench-\(tag)-", work: home.tmp.appendingPathComponent("bench-\(tag)"), cli: nil)
         Cleanup.shared.claimMachines(home: home, prefix: run.prefix)
         Cleanup.shared.claimSnapshots()
         Cleanup.shared.adopt(folder: run.work)
+        try await monitored(json: json, quietTimeout: quietTimeout) { monitor in
+            try FileManager.default.createDirectory(at: run.work, withIntermediateDirectories: true)
+            return try await measure(run, monitor)
+        }
+    }
+
+    /// The frame of every benchmark: cleanup on signals, a quiet host before `measure` and the
+    /// load monitor sampling during it, cleanup on every way out (a failure exits 1), then
+    /// `afterCleanup` and the report.
+    static func monitored<R: BenchReport>(json: Bool, quietTimeout: Double, afterCleanup: () -> Void = {},
+                                          _ measure: (LoadMonitor) async throws -> R) async throws {
+        let signals = installSignalCleanup()
+        defer { withExtendedLifetime(signals) {} }
         let monitor = LoadMonitor()
         let report: R
         do {
-            try FileManager.default.createDirectory(at: run.work, withIntermediateDirectories: true)
             try await monitor.waitUntilQuiet(timeout: quietTimeout)
             monitor.start()
-            report = try await measure(run, monitor)
+            report = try await measure(monitor)
             monitor.stop()
         } catch {
             monitor.stop()
@@ -60,6 +70,7 @@ struct BenchRun: Sendable {
             throw ExitCode(1)
         }
         Cleanup.shared.run()
+        afterCleanup()
         try printReport(report, json: json)
     }
 }
