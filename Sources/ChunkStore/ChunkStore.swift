@@ -67,13 +67,17 @@ public final class ChunkStore: Sendable {
 
     /// `put` that also says whether this call wrote the chunk (false: it was already stored);
     /// `hash` saves hashing again when the caller already has it.
-    func store(_ raw: UnsafeRawBufferPointer, codec: Zstd, hash known: String? = nil) throws -> (ref: ChunkRef, isNew: Bool)? {
+    ///
+    /// With `prefix`, the chunk is a delta: compressed against those bytes and named by
+    /// `deltaHash(prefix:raw:)`, so reading it needs the same prefix and checks both.
+    func store(_ raw: UnsafeRawBufferPointer, codec: Zstd, hash known: String? = nil,
+               prefix: UnsafeRawBufferPointer? = nil) throws -> (ref: ChunkRef, isNew: Bool)? {
         if FileIO.isZero(raw) { return nil }
-        let hash = known ?? ChunkStore.hash(raw)
+        let hash = known ?? (prefix.map { ChunkStore.deltaHash(prefix: $0, raw: raw) } ?? ChunkStore.hash(raw))
         if let ref = stored(hash: hash, rawSize: raw.count) { return (ref, false) }
         let folder = chunksPath + "/" + hash.prefix(2)
         let path = folder + "/" + hash
-        let frame = try codec.compress(raw, level: level)
+        let frame = try codec.compress(raw, level: level, prefix: prefix)
         try makeFolder(folder)
         try frame.withUnsafeBytes { try writeDurably($0, to: path) }
         folders.withLock { _ = $0.unsynced.insert(folder) }
@@ -158,9 +162,10 @@ public final class ChunkStore: Sendable {
     }
 
     /// Decompresses chunk `ref` into the first `ref.rawSize` bytes of `buffer`, verifies it, and
-    /// returns the stored frame (for an export that copies it).
+    /// returns the stored frame (for an export that copies it). A delta chunk needs its `prefix`.
     @discardableResult
-    func load(_ ref: ChunkRef, into buffer: UnsafeMutableRawBufferPointer, codec: Zstd) throws -> [UInt8] {
+    func load(_ ref: ChunkRef, into buffer: UnsafeMutableRawBufferPointer, codec: Zstd,
+              prefix: UnsafeRawBufferPointer? = nil) throws -> [UInt8] {
         try checkReference(ref)
         let path = self.path(of: ref.hash)
         let fd = try FileIO.openForReading(path)
@@ -171,12 +176,14 @@ public final class ChunkStore: Sendable {
         }
         let frame = try FileIO.readExactly(fd, count: size, at: 0)
         do {
-            try frame.withUnsafeBytes { try codec.decompress($0, expectedSize: ref.rawSize, into: buffer) }
+            try frame.withUnsafeBytes { try codec.decompress($0, expectedSize: ref.rawSize, into: buffer, prefix: prefix) }
         } catch {
-            throw StasisError(.corrupted, "chunk \(ref.hash) is damaged", cause: error)
+            throw StasisError(.corrupted, "chunk \(ref.hash) is damaged\(prefix == nil ? "" : " or its reference changed")", cause: error)
         }
-        guard ChunkStore.hash(UnsafeRawBufferPointer(rebasing: buffer[0 ..< ref.rawSize])) == ref.hash else {
-            throw StasisError(.corrupted, "chunk \(ref.hash) is damaged: its content does not match its hash")
+        let raw = UnsafeRawBufferPointer(rebasing: buffer[0 ..< ref.rawSize])
+        guard (prefix.map { ChunkStore.deltaHash(prefix: $0, raw: raw) } ?? ChunkStore.hash(raw)) == ref.hash else {
+            throw StasisError(.corrupted, prefix == nil ? "chunk \(ref.hash) is damaged: its content does not match its hash"
+                                                         : "chunk \(ref.hash) does not match its hash: it is damaged or its reference changed")
         }
         return frame
     }
@@ -185,6 +192,18 @@ public final class ChunkStore: Sendable {
     static func hash(_ bytes: UnsafeRawBufferPointer) -> String {
         var hasher = SHA256()
         hasher.update(bufferPointer: bytes)
+        return Hex.encode(hasher.finalize())
+    }
+
+    /// A delta chunk's name: the SHA-256 of a domain tag, the prefix and the raw bytes, so it
+    /// never equals a plain chunk's and checks both what was compressed and what against.
+    static func deltaHash(prefix: UnsafeRawBufferPointer, raw: UnsafeRawBufferPointer) -> String {
+        var hasher = SHA256()
+        hasher.update(data: Array("stasis.delta.1\0".utf8))
+        var length = UInt64(prefix.count).littleEndian
+        withUnsafeBytes(of: &length) { hasher.update(bufferPointer: $0) }
+        hasher.update(bufferPointer: prefix)
+        hasher.update(bufferPointer: raw)
         return Hex.encode(hasher.finalize())
     }
 

@@ -21,10 +21,11 @@ extension ChunkedFile {
             let rawSize = frames.rawSize(ofFrame: index)
             if position < frames.nonZeroFrames.count, frames.nonZeroFrames[position] == index {
                 let ref = frames.ref(at: position)
-                let patched = !frames.patches(at: position).isEmpty
+                let rewritten = !frames.patches(at: position).isEmpty || frames.isDelta(at: position)
                 var stored: [UInt8]
-                if patched {
-                    // The stored chunk is not this frame's content: compress the patched frame anew.
+                if rewritten {
+                    // The stored chunk is not this frame's content, or needs a reference to
+                    // read: compress the frame anew.
                     try load(position: position, into: buffer, codec: codec)
                     stored = try codec.compress(UnsafeRawBufferPointer(rebasing: buffer[0 ..< rawSize]), level: store.level)
                 } else {

@@ -10,14 +10,17 @@ public struct ChunkedFile: Sendable {
     public let frames: FrameList
     /// Worker threads for `materialize`.
     public let workers: Int
+    /// The file delta chunks were compressed against, when the list has any.
+    public let reference: FrameReference?
 
     /// Non-zero frames one worker takes at a time.
     static let framesPerBatch = 64
 
-    /// The file described by `frames`, its chunks in `store`.
-    public init(store: ChunkStore, frames: FrameList, workers: Int? = nil) {
+    /// The file described by `frames`, its chunks in `store`, its delta chunks against `reference`.
+    public init(store: ChunkStore, frames: FrameList, reference: FrameReference? = nil, workers: Int? = nil) {
         self.store = store
         self.frames = frames
+        self.reference = reference
         self.workers = max(1, workers ?? ParallelWork.defaultWorkers())
     }
 
@@ -90,8 +93,7 @@ public struct ChunkedFile: Sendable {
     @discardableResult
     func load(position: Int, into buffer: UnsafeMutableRawBufferPointer, codec: Zstd) throws -> Int {
         let index = frames.nonZeroFrames[position]
-        let ref = frames.ref(at: position)
-        do { try store.load(ref, into: buffer, codec: codec) } catch { throw ChunkedFile.frameError(index, ref, error) }
+        let ref = try loadChunk(position: position, into: buffer, codec: codec)
         for patch in frames.patches(at: position) {
             let offset = patch.page * FrameList.pageSize
             let length = FrameList.rawSize(ofPage: patch.page, frameRawSize: ref.rawSize)
@@ -103,6 +105,43 @@ public struct ChunkedFile: Sendable {
             do { try store.load(chunk, into: page, codec: codec) } catch { throw ChunkedFile.frameError(index, chunk, error) }
         }
         return ref.rawSize
+    }
+
+    /// Decompresses only the `position`-th non-zero frame's chunk (no patches): a delta chunk
+    /// against the reference's bytes for that frame. Returns the chunk.
+    @discardableResult
+    func loadChunk(position: Int, into buffer: UnsafeMutableRawBufferPointer, codec: Zstd) throws -> ChunkRef {
+        let index = frames.nonZeroFrames[position]
+        let ref = frames.ref(at: position)
+        do {
+            if frames.isDelta(at: position) {
+                let prefix = UnsafeMutableRawBufferPointer.allocate(byteCount: ref.rawSize, alignment: 4096)
+                defer { prefix.deallocate() }
+                try readReference(forFrame: index, into: prefix)
+                try store.load(ref, into: buffer, codec: codec, prefix: UnsafeRawBufferPointer(prefix))
+            } else {
+                try store.load(ref, into: buffer, codec: codec)
+            }
+        } catch {
+            throw ChunkedFile.frameError(index, ref, error)
+        }
+        return ref
+    }
+
+    /// The reference's bytes for frame `index`, from the file this list was cut against.
+    private func readReference(forFrame index: Int, into prefix: UnsafeMutableRawBufferPointer) throws {
+        guard let expected = frames.reference else {
+            throw StasisError(.corrupted, "frame \(index) is a delta but its list names no reference")
+        }
+        guard let reference else {
+            throw StasisError(.notFound, "frame \(index) is a delta against a file with digest \(expected.digest), and none is at hand")
+        }
+        guard reference.identity == expected else {
+            throw StasisError(.notFound, "frame \(index) is a delta against a file with digest \(expected.digest); \(reference.url.path) is \(reference.identity.digest) or laid out differently")
+        }
+        guard try reference.read(forFrameAt: index * frames.frameSize, into: prefix) else {
+            throw StasisError(.corrupted, "frame \(index) is a delta but lies outside its reference")
+        }
     }
 
     /// Reads and checks every chunk of the file without writing anything.
@@ -125,7 +164,7 @@ public struct ChunkedFile: Sendable {
     }
 
     /// The position of frame `index` among the non-zero frames, or nil for a zero frame.
-    private func position(ofFrame index: Int) -> Int? {
+    func position(ofFrame index: Int) -> Int? {
         let list = frames.nonZeroFrames
         var low = 0
         var high = list.count

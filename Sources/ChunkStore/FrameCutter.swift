@@ -34,7 +34,10 @@ public struct FrameCutter: Sendable {
     /// With `base` (an earlier version of the file, its chunks in the store), a new frame whose
     /// base frame differs in at most `maxPatchPages` pages is stored as the base frame's chunk
     /// plus those pages: a small change costs its pages, not whole frames.
-    public func cut(_ url: URL, base: FrameList? = nil) throws -> CutResult {
+    ///
+    /// With `reference`, a frame inside one of its segments is stored as a delta against the
+    /// reference's bytes for it (`FrameReference`); `base` is then read with the same reference.
+    public func cut(_ url: URL, base: FrameList? = nil, reference: FrameReference? = nil) throws -> CutResult {
         let path = url.path
         let fd = try FileIO.openForReading(path)
         defer { close(fd) }
@@ -43,10 +46,13 @@ public struct FrameCutter: Sendable {
             throw StasisError(.invalidArgument, "\(path) is \(size) bytes; a frame list holds at most \(FrameList.maxTotalSize)")
         }
         let batches = batches(of: try FileIO.dataRanges(fd, size: size), size: size)
+        let reference = reference?.clipped(to: size)
         let results = Mutex(Tally())
         let frameSize = self.frameSize
         let store = self.store
-        let base = base.flatMap { $0.frameSize == frameSize && frameSize > FrameList.pageSize ? ChunkedFile(store: store, frames: $0, workers: 1) : nil }
+        let base = base.flatMap {
+            $0.frameSize == frameSize && frameSize > FrameList.pageSize ? ChunkedFile(store: store, frames: $0, reference: reference, workers: 1) : nil
+        }
         let batchCapacity = max(frameSize, FrameCutter.batchBytes)
         do {
             try ParallelWork.run(workers: min(workers, max(batches.count, 1))) { _, work in
@@ -55,6 +61,8 @@ public struct FrameCutter: Sendable {
                 defer { buffer.deallocate() }
                 let baseFrame = UnsafeMutableRawBufferPointer.allocate(byteCount: frameSize, alignment: 4096)
                 defer { baseFrame.deallocate() }
+                let referenceBytes = UnsafeMutableRawBufferPointer.allocate(byteCount: frameSize, alignment: 4096)
+                defer { referenceBytes.deallocate() }
                 guard let bufferStart = buffer.baseAddress else { return }
                 var local = Tally()
                 while let b = work.take(below: batches.count) {
@@ -73,9 +81,13 @@ public struct FrameCutter: Sendable {
                             local.zeroFrames += 1
                             continue
                         }
-                        let hash = ChunkStore.hash(frame)
+                        let prefixBytes = UnsafeMutableRawBufferPointer(rebasing: referenceBytes[0 ..< frame.count])
+                        let prefix = try reference?.read(forFrameAt: index * frameSize, into: prefixBytes) == true
+                            ? UnsafeRawBufferPointer(prefixBytes) : nil
+                        let hash = prefix.map { ChunkStore.deltaHash(prefix: $0, raw: frame) } ?? ChunkStore.hash(frame)
                         if let ref = store.stored(hash: hash, rawSize: frame.count) {
                             local.frames.append((index, ref))
+                            if prefix != nil { local.deltaChunks.insert(hash) }
                             continue
                         }
                         if let base, let (ref, pages) = try patch(frame, index: index, over: base, scratch: baseFrame, codec: codec, tally: &local) {
@@ -83,8 +95,9 @@ public struct FrameCutter: Sendable {
                             local.patches[index] = pages
                             continue
                         }
-                        guard let (ref, isNew) = try store.store(frame, codec: codec, hash: hash) else { continue }
+                        guard let (ref, isNew) = try store.store(frame, codec: codec, hash: hash, prefix: prefix) else { continue }
                         local.frames.append((index, ref))
+                        if prefix != nil { local.deltaChunks.insert(hash) }
                         if isNew { local.written[ref.hash] = ref.storedSize }
                     }
                 }
@@ -95,7 +108,8 @@ public struct FrameCutter: Sendable {
         }
         try store.sync()
         let tally = results.withLock { $0 }
-        let frames = try FrameList(frameSize: frameSize, totalSize: size, frames: tally.frames, patches: tally.patches)
+        let frames = try FrameList(frameSize: frameSize, totalSize: size, frames: tally.frames, patches: tally.patches,
+                                   reference: tally.deltaChunks.isEmpty ? nil : reference?.identity, deltaChunks: tally.deltaChunks)
         let holes = frames.frameCount - frames.nonZeroFrames.count - tally.zeroFrames
         let wholeNew = Set(tally.frames.map(\.ref.hash)).intersection(tally.written.keys).count
         return CutResult(
@@ -118,9 +132,9 @@ public struct FrameCutter: Sendable {
     /// then the frame is stored whole).
     private func patch(_ frame: UnsafeRawBufferPointer, index: Int, over base: ChunkedFile, scratch: UnsafeMutableRawBufferPointer,
                        codec: Zstd, tally: inout Tally) throws -> (ChunkRef, [FrameList.PagePatch])? {
-        guard let baseRef = base.frames.chunk(ofFrame: index), baseRef.rawSize == frame.count,
-              let ours = frame.baseAddress, let theirs = scratch.baseAddress,
-              (try? base.store.load(baseRef, into: scratch, codec: codec)) != nil else { return nil }
+        guard let position = base.position(ofFrame: index), let ours = frame.baseAddress, let theirs = scratch.baseAddress,
+              let baseRef = try? base.loadChunk(position: position, into: scratch, codec: codec),
+              baseRef.rawSize == frame.count else { return nil }
         var changed: [Int] = []
         for page in 0 ..< (frame.count + FrameList.pageSize - 1) / FrameList.pageSize {
             let range = page * FrameList.pageSize ..< min((page + 1) * FrameList.pageSize, frame.count)
@@ -136,6 +150,7 @@ public struct FrameCutter: Sendable {
             if let stored, stored.isNew { tally.written[stored.ref.hash] = stored.ref.storedSize }
             pages.append(FrameList.PagePatch(page: page, chunk: stored?.ref))
         }
+        if base.frames.isDelta(at: position) { tally.deltaChunks.insert(baseRef.hash) }
         return (baseRef, pages)
     }
 
@@ -169,6 +184,7 @@ public struct FrameCutter: Sendable {
     private struct Tally {
         var frames: [(index: Int, ref: ChunkRef)] = []
         var patches: [Int: [FrameList.PagePatch]] = [:]
+        var deltaChunks: Set<String> = []
         var written: [String: Int] = [:]
         var zeroFrames = 0
         var bytesRead = 0
@@ -176,6 +192,7 @@ public struct FrameCutter: Sendable {
         mutating func absorb(_ other: Tally) {
             frames += other.frames
             patches.merge(other.patches) { first, _ in first }
+            deltaChunks.formUnion(other.deltaChunks)
             written.merge(other.written) { first, _ in first }
             zeroFrames += other.zeroFrames
             bytesRead += other.bytesRead

@@ -15,9 +15,12 @@ import StasisCore
 /// stored on their own over it (`PagePatch`), so a frame that differs from an already stored
 /// one in a page or two costs those pages, not a whole frame. A patch is always over a whole
 /// chunk, never over another patch: reading a frame is at most one chunk and its pages.
+///
+/// Version 3 adds a reference (`FrameReference`): a frame inside one of its segments may be a
+/// delta chunk, compressed against the reference's bytes for that frame.
 public struct FrameList: Codable, Equatable, Sendable {
-    /// The newest format written (version 1 when no frame has patches) and read.
-    public static let currentVersion = 2
+    /// The newest format written (version 1 without patches or reference, 2 with patches) and read.
+    public static let currentVersion = 3
     /// The granularity of patches: one guest page.
     public static let pageSize = 4 << 10
     /// The smallest frame size: one guest page.
@@ -41,6 +44,10 @@ public struct FrameList: Codable, Equatable, Sendable {
     let chunkOfFrame: [Int]
     /// Pages stored over a frame's chunk, by position in `nonZeroFrames`; pages ascending.
     let patchesAt: [Int: [StoredPatch]]
+    /// The file delta chunks are compressed against, if any.
+    public let reference: FrameReference.Identity?
+    /// Positions in `chunks` of delta chunks (only ever a frame's chunk, never a patch).
+    let deltaSlots: Set<Int>
 
     /// A page patch as kept: the page and its chunk's position in `chunks`, or -1 for zeros.
     struct StoredPatch: Equatable, Sendable {
@@ -59,7 +66,7 @@ public struct FrameList: Codable, Equatable, Sendable {
         }
     }
     /// "sha256f:" + SHA-256 over frame size, total size and each non-zero frame's index and chunk
-    /// hash: equal for equal contents, whatever the compression.
+    /// hash: equal for equal contents, whatever the zstd level.
     public let digest: String
 
     /// The number of frames, zero or not.
@@ -68,12 +75,22 @@ public struct FrameList: Codable, Equatable, Sendable {
     public var storedBytes: Int { storedSizes.reduce(0, +) }
     /// Frames stored as a chunk plus page patches.
     public var patchedFrames: Int { patchesAt.count }
+    /// Frames whose chunk is a delta against the reference.
+    public var deltaFrames: Int { chunkOfFrame.filter(deltaSlots.contains).count }
+    /// Stored bytes of the delta chunks.
+    public var deltaBytes: Int { deltaSlots.reduce(0) { $0 + storedSizes[$1] } }
 
     /// A frame list from the non-zero frames' chunks (any order), and page patches over some of
-    /// them keyed by frame index; every other frame is zero.
+    /// them keyed by frame index; every other frame is zero. `deltaChunks` are chunks compressed
+    /// against `reference`, each used only by frames inside its segments.
     public init(frameSize: Int, totalSize: Int, frames: some Sequence<(index: Int, ref: ChunkRef)>,
-                patches: [Int: [PagePatch]] = [:]) throws {
+                patches: [Int: [PagePatch]] = [:], reference: FrameReference.Identity? = nil,
+                deltaChunks: Set<String> = []) throws {
         try FrameList.checkGeometry(frameSize: frameSize, totalSize: totalSize, error: .invalidArgument)
+        if let reference { try FrameList.checkReference(reference, totalSize: totalSize, error: .invalidArgument) }
+        guard deltaChunks.isEmpty || reference != nil else {
+            throw StasisError(.invalidArgument, "delta chunks need a reference")
+        }
         let sorted = frames.sorted { $0.index < $1.index }
         let frameCount = (totalSize + frameSize - 1) / frameSize
         var chunks: [String] = []
@@ -124,6 +141,9 @@ public struct FrameList: Codable, Equatable, Sendable {
         guard Set(patches.keys.filter { patches[$0]?.isEmpty == false }).isSubset(of: Set(indices)) else {
             throw StasisError(.invalidArgument, "a patch is over a frame that has no chunk")
         }
+        let deltaSlots = Set(deltaChunks.compactMap { position[$0] })
+        try FrameList.checkDeltas(deltaSlots, frames: indices, chunkOfFrame: chunkOfFrame, patches: patchesAt, frameSize: frameSize,
+                                  totalSize: totalSize, reference: reference, error: .invalidArgument)
         self.frameSize = frameSize
         self.totalSize = totalSize
         self.chunks = chunks
@@ -131,9 +151,14 @@ public struct FrameList: Codable, Equatable, Sendable {
         self.nonZeroFrames = indices
         self.chunkOfFrame = chunkOfFrame
         self.patchesAt = patchesAt
+        self.reference = reference
+        self.deltaSlots = deltaSlots
         self.digest = FrameList.digest(frameSize: frameSize, totalSize: totalSize, frames: indices, chunkOfFrame: chunkOfFrame,
-                                       chunks: chunks, patches: patchesAt)
+                                       chunks: chunks, patches: patchesAt, reference: reference, deltaSlots: deltaSlots)
     }
+
+    /// Whether the `position`-th non-zero frame's chunk is a delta against the reference.
+    func isDelta(at position: Int) -> Bool { deltaSlots.contains(chunkOfFrame[position]) }
 
     /// The uncompressed length of frame `index`.
     public func rawSize(ofFrame index: Int) -> Int {
@@ -195,8 +220,41 @@ public struct FrameList: Codable, Equatable, Sendable {
         }
     }
 
+    /// A reference's digest must be "sha256:" and 64 hex digits, its segments non-empty, inside
+    /// the file, ascending and apart.
+    private static func checkReference(_ reference: FrameReference.Identity, totalSize: Int, error code: StasisError.Code) throws {
+        guard reference.digest.hasPrefix("sha256:"), Hex.isDigest(String(reference.digest.dropFirst(7))) else {
+            throw StasisError(code, "frame list reference digest '\(reference.digest.prefix(80))' is not sha256:<64 hex digits>")
+        }
+        var end = 0
+        for segment in reference.segments {
+            guard segment.length > 0, segment.offset >= end, segment.fileOffset >= 0, segment.fileOffset <= maxTotalSize,
+                  segment.length <= totalSize - segment.offset else {
+                throw StasisError(code, "frame list reference segment \(segment.offset)+\(segment.length) (at \(segment.fileOffset)) overlaps another or lies outside the file")
+            }
+            end = segment.offset + segment.length
+        }
+    }
+
+    /// Every frame whose chunk is a delta lies inside a reference segment, and no patch is a delta.
+    private static func checkDeltas(_ deltaSlots: Set<Int>, frames: [Int], chunkOfFrame: [Int], patches: [Int: [StoredPatch]],
+                                    frameSize: Int, totalSize: Int, reference: FrameReference.Identity?,
+                                    error code: StasisError.Code) throws {
+        guard !deltaSlots.isEmpty else { return }
+        guard let reference else { throw StasisError(code, "frame list has delta chunks but no reference") }
+        for (index, slot) in zip(frames, chunkOfFrame) where deltaSlots.contains(slot) {
+            let raw = rawSize(ofFrame: index, frameSize: frameSize, totalSize: totalSize)
+            guard reference.fileOffset(forFrameAt: index * frameSize, length: raw) != nil else {
+                throw StasisError(code, "frame \(index) is a delta but lies outside the reference's segments")
+            }
+        }
+        if patches.values.contains(where: { $0.contains { deltaSlots.contains($0.slot) } }) {
+            throw StasisError(code, "frame list has a page patch stored as a delta")
+        }
+    }
+
     private static func digest(frameSize: Int, totalSize: Int, frames: [Int], chunkOfFrame: [Int], chunks: [String],
-                               patches: [Int: [StoredPatch]]) -> String {
+                               patches: [Int: [StoredPatch]], reference: FrameReference.Identity?, deltaSlots: Set<Int>) -> String {
         var hasher = SHA256()
         hasher.update(data: Array("stasis.framelist.1".utf8))
         func add(_ value: Int) {
@@ -221,18 +279,31 @@ public struct FrameList: Codable, Equatable, Sendable {
                 }
             }
         }
+        if let reference {
+            hasher.update(data: Array("reference \(reference.digest)".utf8))
+            for segment in reference.segments {
+                add(segment.offset)
+                add(segment.fileOffset)
+                add(segment.length)
+            }
+            for slot in deltaSlots.sorted() { hasher.update(data: raw[slot]) }
+        }
         return "sha256f:" + Hex.encode(hasher.finalize())
     }
 
     // MARK: Codable
 
     private enum CodingKeys: String, CodingKey {
-        case version, frameSize, totalSize, chunks, storedSizes, frames, patches, digest
+        case version, frameSize, totalSize, chunks, storedSizes, frames, patches, reference, deltas, digest
+    }
+
+    private enum ReferenceKeys: String, CodingKey {
+        case digest, segments
     }
 
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(patchesAt.isEmpty ? 1 : 2, forKey: .version)
+        try container.encode(reference != nil ? 3 : patchesAt.isEmpty ? 1 : 2, forKey: .version)
         try container.encode(frameSize, forKey: .frameSize)
         try container.encode(totalSize, forKey: .totalSize)
         try container.encode(chunks, forKey: .chunks)
@@ -254,6 +325,13 @@ public struct FrameList: Codable, Equatable, Sendable {
             }
             try container.encode(triples, forKey: .patches)
         }
+        if let reference {
+            var nested = container.nestedContainer(keyedBy: ReferenceKeys.self, forKey: .reference)
+            try nested.encode(reference.digest, forKey: .digest)
+            // Flat triples: offset in the file, offset in the reference, length.
+            try nested.encode(reference.segments.flatMap { [$0.offset, $0.fileOffset, $0.length] }, forKey: .segments)
+            try container.encode(deltaSlots.sorted(), forKey: .deltas)
+        }
         try container.encode(digest, forKey: .digest)
     }
 
@@ -272,6 +350,18 @@ public struct FrameList: Codable, Equatable, Sendable {
         let storedSizes = try container.decode([Int].self, forKey: .storedSizes)
         let runs = try container.decode([Int].self, forKey: .frames)
         let triples = version >= 2 ? try container.decodeIfPresent([Int].self, forKey: .patches) ?? [] : []
+        var reference: FrameReference.Identity? = nil
+        var deltas: [Int] = []
+        if version >= 3, container.contains(.reference) {
+            let nested = try container.nestedContainer(keyedBy: ReferenceKeys.self, forKey: .reference)
+            let flat = try nested.decode([Int].self, forKey: .segments)
+            guard flat.count % 3 == 0 else { throw StasisError(.corrupted, "frame list reference segments are not whole triples") }
+            let segments = stride(from: 0, to: flat.count, by: 3).map {
+                FrameReference.Segment(offset: flat[$0], fileOffset: flat[$0 + 1], length: flat[$0 + 2])
+            }
+            reference = FrameReference.Identity(digest: try nested.decode(String.self, forKey: .digest), segments: segments)
+            deltas = try container.decodeIfPresent([Int].self, forKey: .deltas) ?? []
+        }
         let digest = try container.decode(String.self, forKey: .digest)
         guard storedSizes.count == chunks.count else {
             throw StasisError(.corrupted, "frame list has \(chunks.count) chunks but \(storedSizes.count) stored sizes")
@@ -311,8 +401,15 @@ public struct FrameList: Codable, Equatable, Sendable {
         let patchesAt = try FrameList.decodePatches(triples, frames: indices, frameSize: frameSize, totalSize: totalSize,
                                                     chunkCount: chunks.count, used: &used)
         guard used.allSatisfy({ $0 }) else { throw StasisError(.corrupted, "frame list lists a chunk no frame uses") }
+        if let reference { try FrameList.checkReference(reference, totalSize: totalSize, error: .corrupted) }
+        guard deltas.allSatisfy({ $0 >= 0 && $0 < chunks.count }), Set(deltas).count == deltas.count else {
+            throw StasisError(.corrupted, "frame list names a delta chunk twice or outside 0..<\(chunks.count)")
+        }
+        let deltaSlots = Set(deltas)
+        try FrameList.checkDeltas(deltaSlots, frames: indices, chunkOfFrame: chunkOfFrame, patches: patchesAt, frameSize: frameSize,
+                                  totalSize: totalSize, reference: reference, error: .corrupted)
         let computed = FrameList.digest(frameSize: frameSize, totalSize: totalSize, frames: indices, chunkOfFrame: chunkOfFrame,
-                                        chunks: chunks, patches: patchesAt)
+                                        chunks: chunks, patches: patchesAt, reference: reference, deltaSlots: deltaSlots)
         guard computed == digest else {
             throw StasisError(.corrupted, "frame list digest is \(digest.prefix(80)); its content gives \(computed)")
         }
@@ -323,6 +420,8 @@ public struct FrameList: Codable, Equatable, Sendable {
         self.nonZeroFrames = indices
         self.chunkOfFrame = chunkOfFrame
         self.patchesAt = patchesAt
+        self.reference = reference
+        self.deltaSlots = deltaSlots
         self.digest = digest
     }
 

@@ -44,8 +44,16 @@ public final class Zstd {
 
     /// Compresses `source` into one independent zstd frame that records its content size and
     /// carries a content checksum (so `zstd -t` checks it).
-    public func compress(_ source: UnsafeRawBufferPointer, level: Int = Zstd.defaultLevel) throws -> [UInt8] {
+    ///
+    /// With `prefix`, the frame is compressed against those bytes (a single-use raw dictionary,
+    /// like `zstd --patch-from`): only what differs from them costs space, and decompressing it
+    /// needs the same prefix.
+    public func compress(_ source: UnsafeRawBufferPointer, level: Int = Zstd.defaultLevel,
+                         prefix: UnsafeRawBufferPointer? = nil) throws -> [UInt8] {
         try configure(level: level)
+        if let prefix {
+            try Zstd.check(ZSTD_CCtx_refPrefix(cctx, prefix.baseAddress, prefix.count), "cannot set a zstd prefix of \(prefix.count) bytes")
+        }
         let bound = ZSTD_compressBound(source.count)
         return try [UInt8](unsafeUninitializedCapacity: bound) { buffer, count in
             let n = ZSTD_compress2(cctx, buffer.baseAddress, bound, source.baseAddress, source.count)
@@ -77,12 +85,16 @@ public final class Zstd {
     }
 
     /// Decompresses one frame into the first `expectedSize` bytes of `destination`, with the
-    /// checks of `decompress(_:expectedSize:maxSize:)`.
-    public func decompress(_ frame: UnsafeRawBufferPointer, expectedSize: Int, into destination: UnsafeMutableRawBufferPointer) throws {
+    /// checks of `decompress(_:expectedSize:maxSize:)`; `prefix` as it was given to `compress`.
+    public func decompress(_ frame: UnsafeRawBufferPointer, expectedSize: Int, into destination: UnsafeMutableRawBufferPointer,
+                           prefix: UnsafeRawBufferPointer? = nil) throws {
         guard destination.count >= expectedSize else {
             throw StasisError(.invalidArgument, "a buffer of \(destination.count) bytes cannot hold \(expectedSize)")
         }
         try Zstd.checkHeader(frame, expectedSize: expectedSize, maxSize: destination.count)
+        if let prefix {
+            try Zstd.check(ZSTD_DCtx_refPrefix(dctx, prefix.baseAddress, prefix.count), "cannot set a zstd prefix of \(prefix.count) bytes")
+        }
         try decode(frame, into: destination, expectedSize: expectedSize)
     }
 

@@ -41,6 +41,17 @@ public struct SnapshotStore: Sendable {
         return (depth, base)
     }
 
+    /// A snapshot's RAM as a chunked file, with its guest kernel as the reference its kernel
+    /// frames were stored against.
+    func memoryFile(_ manifest: SnapshotManifest, frames: FrameList, store: ChunkStore) -> ChunkedFile {
+        ChunkedFile(store: store, frames: frames, reference: frames.reference == nil ? nil : kernelReference(manifest.kernel))
+    }
+
+    /// The installed guest kernel `version` as a frame reference, or nil when it is not installed.
+    public func kernelReference(_ version: String) -> FrameReference? {
+        KernelReference.load(home: home, version: version)
+    }
+
     /// The RAM file that forks of snapshot `id` map: materialized from its frames on first use.
     public func memoryCache(_ id: String) -> URL { directory(id).appendingPathComponent("memory.cache") }
 
@@ -131,7 +142,7 @@ public struct SnapshotStore: Sendable {
                 throw StasisError(.corrupted, "snapshot \(manifest.id) is damaged: frame \(frame) of its memory (chunk \(frames.chunks[position])) is missing from the chunk store")
             }
             if deep {
-                do { try ChunkedFile(store: chunks, frames: frames).verify() } catch {
+                do { try memoryFile(manifest, frames: frames, store: chunks).verify() } catch {
                     throw StasisError(.corrupted, "snapshot \(manifest.id) is damaged: \(Self.describe(error)) of its memory", cause: error)
                 }
             }
@@ -171,7 +182,7 @@ public struct SnapshotStore: Sendable {
             throw StasisError(.internalError, "snapshot \(manifest.id) keeps no RAM frames")
         }
         do {
-            try ChunkedFile(store: try chunkStore(), frames: frames).materialize(to: url, durable: durable)
+            try memoryFile(manifest, frames: frames, store: try chunkStore()).materialize(to: url, durable: durable)
         } catch {
             throw StasisError((error as? StasisError)?.code ?? .ioFailure,
                               "snapshot \(manifest.id) cannot be restored: \(Self.describe(error)) of its memory is damaged or missing", cause: error)

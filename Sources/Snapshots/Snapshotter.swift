@@ -49,7 +49,7 @@ public struct Snapshotter: Sendable {
                 if let memory = capture.memory {
                     // Frames the guest changed a few pages of since its parent cost those pages.
                     let parent = manifest.parent.flatMap { try? snapshots.manifest($0) }
-                    let cut = try await storeMemory(memory, base: parent?.memoryFrames)
+                    let cut = try await storeMemory(memory, base: parent?.memoryFrames, kernel: manifest.kernel)
                     manifest.memoryFrames = cut.frames
                     manifest.memoryAddedBytes = cut.newBytes
                     manifest.memory = nil
@@ -96,11 +96,13 @@ public struct Snapshotter: Sendable {
     }
 
     /// Cuts a RAM file into the chunk store and removes it: only frames no earlier snapshot
-    /// stored cost anything, and frames that differ from `base`'s in a few pages cost the pages.
-    func storeMemory(_ file: URL, base: FrameList? = nil) async throws -> CutResult {
+    /// stored cost anything, frames that differ from `base`'s in a few pages cost the pages, and
+    /// the guest `kernel`'s pages are stored as deltas against its vmlinux.
+    func storeMemory(_ file: URL, base: FrameList? = nil, kernel: String?) async throws -> CutResult {
         let chunks = try snapshots.chunkStore()
+        let reference = kernel.flatMap(snapshots.kernelReference)
         let cut = try await runBlocking {
-            try FrameCutter(store: chunks, frameSize: SnapshotStore.memoryFrameSize).cut(file, base: base)
+            try FrameCutter(store: chunks, frameSize: SnapshotStore.memoryFrameSize).cut(file, base: base, reference: reference)
         }
         try FileManager.default.removeItem(at: file)
         return cut

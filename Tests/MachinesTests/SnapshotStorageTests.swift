@@ -53,6 +53,20 @@ struct SnapshotStorageTests {
         for name in ["frames-quiet", "frames-busy"] { try await Machine.open(name, store: env.store).remove(force: true) }
     }
 
+    /// The guest kernel's pages are stored as deltas against the host's vmlinux: plain, its ~600
+    /// non-zero frames cost ~21 KB each (DESIGN.md: 10 MB of every boot snapshot); as deltas
+    /// they cost what the guest changed (measured ~6 KB on average, most of it .data and .bss).
+    @Test func kernelFramesAreDeltasAgainstVmlinux() async throws {
+        let env = try await VMFixture.shared.env()
+        let fixture = try await SnapshotFixture.shared.manifest()
+        let frames = try #require(fixture.memoryFrames)
+        let kernel = try #require(SnapshotStore(home: env.home).kernelReference(fixture.kernel))
+        #expect(frames.reference == kernel.clipped(to: frames.totalSize).identity)
+        #expect(frames.deltaFrames >= 300, "\(frames.deltaFrames) kernel frames stored as deltas")
+        #expect(frames.deltaBytes < frames.deltaFrames * 12_000, "\(frames.deltaBytes) bytes for \(frames.deltaFrames) frames")
+        print("chunk store: \(frames.deltaFrames) kernel frames in \(frames.deltaBytes) B of deltas; \(frames.storedBytes) B in all")
+    }
+
     /// gc frees exactly the chunks no snapshot lists; kill -9 at any moment of it loses nothing a
     /// snapshot needs. Runs in a home of its own: gc there sees only this test's snapshots.
     @Test func gcFreesOnlyUnlistedChunksAndSurvivesKill9() async throws {
