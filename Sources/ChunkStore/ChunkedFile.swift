@@ -102,7 +102,17 @@ public struct ChunkedFile: Sendable {
                 page.initializeMemory(as: UInt8.self, repeating: 0)
                 continue
             }
-            do { try store.load(chunk, into: page, codec: codec) } catch { throw ChunkedFile.frameError(index, chunk, error) }
+            do {
+                if patch.isDelta {
+                    // Compressed against the page it replaces, which the frame's chunk just wrote.
+                    let beneath = [UInt8](UnsafeRawBufferPointer(page))
+                    try beneath.withUnsafeBytes { try store.load(chunk, into: page, codec: codec, prefix: $0) }
+                } else {
+                    try store.load(chunk, into: page, codec: codec)
+                }
+            } catch {
+                throw ChunkedFile.frameError(index, chunk, error)
+            }
         }
         return ref.rawSize
     }

@@ -146,9 +146,13 @@ public struct FrameCutter: Sendable {
         var pages: [FrameList.PagePatch] = []
         for page in changed {
             let range = page * FrameList.pageSize ..< min((page + 1) * FrameList.pageSize, frame.count)
-            let stored = try store.store(UnsafeRawBufferPointer(rebasing: frame[range]), codec: codec)
+            // Against the page it replaces: a page that changed in a few words costs those words.
+            let old = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(scratch)[range])
+            let new = UnsafeRawBufferPointer(rebasing: frame[range])
+            let prefix = FileIO.isZero(old) ? nil : old
+            let stored = try store.store(new, codec: codec, prefix: prefix)
             if let stored, stored.isNew { tally.written[stored.ref.hash] = stored.ref.storedSize }
-            pages.append(FrameList.PagePatch(page: page, chunk: stored?.ref))
+            pages.append(FrameList.PagePatch(page: page, chunk: stored?.ref, isDelta: prefix != nil))
         }
         if base.frames.isDelta(at: position) { tally.deltaChunks.insert(baseRef.hash) }
         return (baseRef, pages)

@@ -16,8 +16,10 @@ import StasisCore
 /// one in a page or two costs those pages, not a whole frame. A patch is always over a whole
 /// chunk, never over another patch: reading a frame is at most one chunk and its pages.
 ///
-/// Version 3 adds a reference (`FrameReference`): a frame inside one of its segments may be a
-/// delta chunk, compressed against the reference's bytes for that frame.
+/// Version 3 adds delta chunks, compressed against bytes the reader already has: a frame's chunk
+/// against the reference's bytes for that frame (`FrameReference`: the guest kernel), a page
+/// patch against the page it replaces in the frame's chunk (most changed pages differ from
+/// their old content in a few words).
 public struct FrameList: Codable, Equatable, Sendable {
     /// The newest format written (version 1 without patches or reference, 2 with patches) and read.
     public static let currentVersion = 3
@@ -46,7 +48,8 @@ public struct FrameList: Codable, Equatable, Sendable {
     let patchesAt: [Int: [StoredPatch]]
     /// The file delta chunks are compressed against, if any.
     public let reference: FrameReference.Identity?
-    /// Positions in `chunks` of delta chunks (only ever a frame's chunk, never a patch).
+    /// Positions in `chunks` of delta chunks: a frame's chunk (against the reference) or a page
+    /// patch (against the page beneath it); a chunk is never both, their sizes differ.
     let deltaSlots: Set<Int>
 
     /// A page patch as kept: the page and its chunk's position in `chunks`, or -1 for zeros.
@@ -56,13 +59,16 @@ public struct FrameList: Codable, Equatable, Sendable {
     }
 
     /// A page of a frame stored on its own over the frame's chunk; nil chunk: the page is zeros.
+    /// `isDelta`: the chunk is compressed against the page of the frame's chunk it replaces.
     public struct PagePatch: Equatable, Sendable {
         public var page: Int
         public var chunk: ChunkRef?
+        public var isDelta: Bool
 
-        public init(page: Int, chunk: ChunkRef?) {
+        public init(page: Int, chunk: ChunkRef?, isDelta: Bool = false) {
             self.page = page
             self.chunk = chunk
+            self.isDelta = isDelta && chunk != nil
         }
     }
     /// "sha256f:" + SHA-256 over frame size, total size and each non-zero frame's index and chunk
@@ -77,20 +83,19 @@ public struct FrameList: Codable, Equatable, Sendable {
     public var patchedFrames: Int { patchesAt.count }
     /// Frames whose chunk is a delta against the reference.
     public var deltaFrames: Int { chunkOfFrame.filter(deltaSlots.contains).count }
-    /// Stored bytes of the delta chunks.
-    public var deltaBytes: Int { deltaSlots.reduce(0) { $0 + storedSizes[$1] } }
+    /// Stored bytes of the frames' delta chunks (not counting page deltas).
+    public var deltaBytes: Int { Set(chunkOfFrame).intersection(deltaSlots).reduce(0) { $0 + storedSizes[$1] } }
 
     /// A frame list from the non-zero frames' chunks (any order), and page patches over some of
     /// them keyed by frame index; every other frame is zero. `deltaChunks` are chunks compressed
-    /// against `reference`, each used only by frames inside its segments.
+    /// against `reference`, each used only by frames inside its segments; patches say themselves
+    /// whether they are deltas.
     public init(frameSize: Int, totalSize: Int, frames: some Sequence<(index: Int, ref: ChunkRef)>,
                 patches: [Int: [PagePatch]] = [:], reference: FrameReference.Identity? = nil,
                 deltaChunks: Set<String> = []) throws {
         try FrameList.checkGeometry(frameSize: frameSize, totalSize: totalSize, error: .invalidArgument)
         if let reference { try FrameList.checkReference(reference, totalSize: totalSize, error: .invalidArgument) }
-        guard deltaChunks.isEmpty || reference != nil else {
-            throw StasisError(.invalidArgument, "delta chunks need a reference")
-        }
+
         let sorted = frames.sorted { $0.index < $1.index }
         let frameCount = (totalSize + frameSize - 1) / frameSize
         var chunks: [String] = []
@@ -99,6 +104,7 @@ public struct FrameList: Codable, Equatable, Sendable {
         var indices: [Int] = []
         var chunkOfFrame: [Int] = []
         var patchesAt: [Int: [StoredPatch]] = [:]
+        var patchDeltas = Set<Int>()
         indices.reserveCapacity(sorted.count)
         chunkOfFrame.reserveCapacity(sorted.count)
         func slot(of ref: ChunkRef) -> Int {
@@ -128,7 +134,9 @@ public struct FrameList: Codable, Equatable, Sendable {
                         guard Hex.isDigest(chunk.hash), chunk.rawSize == pageRaw, chunk.storedSize > 0 else {
                             throw StasisError(.invalidArgument, "page \(patch.page) of frame \(index) cannot hold chunk \(chunk.hash.prefix(80)) of \(chunk.rawSize) bytes")
                         }
-                        stored.append(StoredPatch(page: patch.page, slot: slot(of: chunk)))
+                        let chunkSlot = slot(of: chunk)
+                        if patch.isDelta { patchDeltas.insert(chunkSlot) }
+                        stored.append(StoredPatch(page: patch.page, slot: chunkSlot))
                     } else {
                         stored.append(StoredPatch(page: patch.page, slot: -1))
                     }
@@ -141,7 +149,7 @@ public struct FrameList: Codable, Equatable, Sendable {
         guard Set(patches.keys.filter { patches[$0]?.isEmpty == false }).isSubset(of: Set(indices)) else {
             throw StasisError(.invalidArgument, "a patch is over a frame that has no chunk")
         }
-        let deltaSlots = Set(deltaChunks.compactMap { position[$0] })
+        let deltaSlots = Set(deltaChunks.compactMap { position[$0] }).union(patchDeltas)
         try FrameList.checkDeltas(deltaSlots, frames: indices, chunkOfFrame: chunkOfFrame, patches: patchesAt, frameSize: frameSize,
                                   totalSize: totalSize, reference: reference, error: .invalidArgument)
         self.frameSize = frameSize
@@ -191,7 +199,7 @@ public struct FrameList: Codable, Equatable, Sendable {
         return stored.map { patch in
             PagePatch(page: patch.page, chunk: patch.slot < 0 ? nil : ChunkRef(
                 hash: chunks[patch.slot], rawSize: FrameList.rawSize(ofPage: patch.page, frameRawSize: frameRaw),
-                storedSize: storedSizes[patch.slot]))
+                storedSize: storedSizes[patch.slot]), isDelta: deltaSlots.contains(patch.slot))
         }
     }
 
@@ -236,20 +244,22 @@ public struct FrameList: Codable, Equatable, Sendable {
         }
     }
 
-    /// Every frame whose chunk is a delta lies inside a reference segment, and no patch is a delta.
+    /// Every frame whose chunk is a delta has a reference and lies inside one of its segments,
+    /// and no delta chunk serves both as a frame's chunk and as a page.
     private static func checkDeltas(_ deltaSlots: Set<Int>, frames: [Int], chunkOfFrame: [Int], patches: [Int: [StoredPatch]],
                                     frameSize: Int, totalSize: Int, reference: FrameReference.Identity?,
                                     error code: StasisError.Code) throws {
         guard !deltaSlots.isEmpty else { return }
-        guard let reference else { throw StasisError(code, "frame list has delta chunks but no reference") }
         for (index, slot) in zip(frames, chunkOfFrame) where deltaSlots.contains(slot) {
             let raw = rawSize(ofFrame: index, frameSize: frameSize, totalSize: totalSize)
+            guard let reference else { throw StasisError(code, "frame \(index) is a delta but the list has no reference") }
             guard reference.fileOffset(forFrameAt: index * frameSize, length: raw) != nil else {
                 throw StasisError(code, "frame \(index) is a delta but lies outside the reference's segments")
             }
         }
-        if patches.values.contains(where: { $0.contains { deltaSlots.contains($0.slot) } }) {
-            throw StasisError(code, "frame list has a page patch stored as a delta")
+        let frameChunks = Set(chunkOfFrame)
+        if patches.values.contains(where: { $0.contains { $0.slot >= 0 && deltaSlots.contains($0.slot) && frameChunks.contains($0.slot) } }) {
+            throw StasisError(code, "frame list has a delta chunk that is both a frame and a page")
         }
     }
 
@@ -286,6 +296,9 @@ public struct FrameList: Codable, Equatable, Sendable {
                 add(segment.fileOffset)
                 add(segment.length)
             }
+        }
+        if !deltaSlots.isEmpty {
+            hasher.update(data: Array("deltas".utf8))
             for slot in deltaSlots.sorted() { hasher.update(data: raw[slot]) }
         }
         return "sha256f:" + Hex.encode(hasher.finalize())
@@ -303,7 +316,7 @@ public struct FrameList: Codable, Equatable, Sendable {
 
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(reference != nil ? 3 : patchesAt.isEmpty ? 1 : 2, forKey: .version)
+        try container.encode(reference != nil || !deltaSlots.isEmpty ? 3 : patchesAt.isEmpty ? 1 : 2, forKey: .version)
         try container.encode(frameSize, forKey: .frameSize)
         try container.encode(totalSize, forKey: .totalSize)
         try container.encode(chunks, forKey: .chunks)
@@ -330,8 +343,8 @@ public struct FrameList: Codable, Equatable, Sendable {
             try nested.encode(reference.digest, forKey: .digest)
             // Flat triples: offset in the file, offset in the reference, length.
             try nested.encode(reference.segments.flatMap { [$0.offset, $0.fileOffset, $0.length] }, forKey: .segments)
-            try container.encode(deltaSlots.sorted(), forKey: .deltas)
         }
+        if !deltaSlots.isEmpty { try container.encode(deltaSlots.sorted(), forKey: .deltas) }
         try container.encode(digest, forKey: .digest)
     }
 
@@ -360,8 +373,8 @@ public struct FrameList: Codable, Equatable, Sendable {
                 FrameReference.Segment(offset: flat[$0], fileOffset: flat[$0 + 1], length: flat[$0 + 2])
             }
             reference = FrameReference.Identity(digest: try nested.decode(String.self, forKey: .digest), segments: segments)
-            deltas = try container.decodeIfPresent([Int].self, forKey: .deltas) ?? []
         }
+        if version >= 3 { deltas = try container.decodeIfPresent([Int].self, forKey: .deltas) ?? [] }
         let digest = try container.decode(String.self, forKey: .digest)
         guard storedSizes.count == chunks.count else {
             throw StasisError(.corrupted, "frame list has \(chunks.count) chunks but \(storedSizes.count) stored sizes")

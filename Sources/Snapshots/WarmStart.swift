@@ -1,11 +1,12 @@
 import Crypto
 import Foundation
+import Guest
 import Images
 import Machines
 import StasisCore
 
 /// Warm start: the first machine of an image (for one memory size, CPU count, network and
-/// accelerator) is booted once and snapshotted right after boot, before anything runs in it;
+/// accelerator) is booted once and snapshotted right after boot, once the shell has run (`prewarm`);
 /// every later machine of that kind is restored from that boot snapshot instead of booting, so
 /// it answers in restore time and shares the snapshot's RAM frames. A restored machine gets its
 /// own name, hostname, clock, RNG and disk overlay, like a booted one.
@@ -86,6 +87,17 @@ public struct WarmStart: Sendable {
         }
     }
 
+    /// Runs `/bin/sh -c /bin/true` once, so the boot snapshot's page cache already holds what
+    /// nearly every command loads (the shell, the dynamic loader, libc): every machine started
+    /// from it then skips reading them from disk, and its first snapshot does not store them
+    /// again (they were 0.8 MB of a no-change snapshot of the Debian image). An image without a
+    /// shell is snapshotted as it is.
+    public static func prewarm(_ machine: Machine) async {
+        _ = try? await machine.withAgent(timeout: .seconds(30)) { agent in
+            try await agent.run(ExecRequest(argv: ["/bin/sh", "-c", "/bin/true"], timeoutMilliseconds: 30_000))
+        }
+    }
+
     /// Boots a machine of `spec` with no published ports, snapshots it as soon as its agent
     /// answers (the machine stops), and removes the machine.
     private func make(_ spec: MachineSpec, boot: BootArtifacts, tag: String, timeout: Duration) async throws -> SnapshotManifest {
@@ -97,6 +109,7 @@ public struct WarmStart: Sendable {
         let machine = Machine(record: try store.create(name: name, spec: source, autoRemove: false), store: store)
         do {
             _ = try await machine.boot(boot, timeout: timeout)
+            await Self.prewarm(machine)
             let manifest = try await snapshotter.take(machine, tag: tag, leaveRunning: false)
             try await machine.remove(force: true)
             return manifest

@@ -254,9 +254,11 @@ import Testing
         #expect(try file.readFrame(frame) == Array(contents(changed)[frame * 65536 ..< (frame + 1) * 65536]))
         try file.verify()
 
-        // It round-trips as version 2, and its digest differs from the base's.
+        // Its pages are deltas against the pages they replace, so it round-trips as version 3;
+        // its digest differs from the base's.
         let json = try JSONEncoder().encode(second.frames)
-        #expect(String(decoding: json, as: UTF8.self).contains("\"version\":2"))
+        #expect(String(decoding: json, as: UTF8.self).contains("\"version\":3"))
+        #expect(second.frames.patches(at: try #require(second.frames.nonZeroFrames.firstIndex(of: frame))).contains { $0.isDelta })
         #expect(try JSONDecoder().decode(FrameList.self, from: json) == second.frames)
         #expect(second.frames.digest != first.frames.digest)
         #expect(!String(decoding: try JSONEncoder().encode(first.frames), as: UTF8.self).contains("patches"))
@@ -270,6 +272,29 @@ import Testing
         // Cutting the changed file again over the same base stores nothing new.
         let again = try cutter.cut(changed, base: first.frames)
         #expect(again.newChunks == 0 && again.frames == second.frames)
+    }
+
+    @Test func aPageChangedInAFewWordsCostsAFewBytes() throws {
+        let dir = try makeTemporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var rng = SeededGenerator(seed: 12)
+        var bytes = sampleBytes(4 << 20, &rng)
+        let base = dir.appendingPathComponent("base")
+        try makeSparseFile(base, size: bytes.count, regions: [(0, bytes)])
+        // Like a kernel's bookkeeping: a counter and a pointer in each of 20 pages of 10 frames.
+        for frame in 0 ..< 10 {
+            for page in [1, 7] { for word in [16, 800] { bytes[frame * 65536 * 3 + page * 4096 + word] &+= 1 } }
+        }
+        let changed = dir.appendingPathComponent("changed")
+        try makeSparseFile(changed, size: bytes.count, regions: [(0, bytes)])
+        let store = try ChunkStore(root: dir)
+        let cutter = try FrameCutter(store: store, frameSize: 65536)
+        let second = try cutter.cut(changed, base: try cutter.cut(base).frames)
+        #expect(second.patchedFrames == 10 && second.newChunks == 20)
+        #expect(second.newBytes < 20 * 80, "20 pages changed in two bytes each cost \(second.newBytes) bytes")
+        let copy = dir.appendingPathComponent("copy")
+        try ChunkedFile(store: store, frames: second.frames).materialize(to: copy)
+        #expect(try contents(copy) == bytes)
     }
 
     @Test func aDamagedPageFailsNamingTheFrameAndItsChunk() throws {
