@@ -69,8 +69,8 @@ public struct ToolResultBody: Codable, Sendable, Equatable {
 
 /// The JSON body of a system record: one transition of the session.
 public struct SystemEventBody: Codable, Sendable, Equatable {
-    /// What happened: created, booted, turnStarted, turnEnded, snapshotting, suspended, restoring,
-    /// restored, crashed, recovered, failed, deleted, forked.
+    /// What happened: created, booted, turnStarted, turnEnded, checkpointed, snapshotting,
+    /// suspended, restoring, restored, crashed, recovered, failed, deleted, forked.
     public var event: String
     /// The state the session is in after it.
     public var state: SessionState
@@ -84,10 +84,13 @@ public struct SystemEventBody: Codable, Sendable, Equatable {
     /// For a forked session: the session and sequence number it was forked from.
     public var parent: String?
     public var parentSeq: Int64?
+    /// For `checkpointed`: the snapshot of the machine as `turn` left it, kept for forking the
+    /// session at that turn (`snapshot` stays the session's own last snapshot).
+    public var checkpoint: String?
 
     public init(_ event: String, state: SessionState, configuration: SessionConfiguration? = nil, machine: String? = nil,
                 snapshot: String? = nil, snapshotBytes: UInt64? = nil, milliseconds: Double? = nil, turn: String? = nil,
-                message: String? = nil, parent: String? = nil, parentSeq: Int64? = nil) {
+                message: String? = nil, parent: String? = nil, parentSeq: Int64? = nil, checkpoint: String? = nil) {
         self.event = event
         self.state = state
         self.configuration = configuration
@@ -99,5 +102,6 @@ public struct SystemEventBody: Codable, Sendable, Equatable {
         self.message = message
         self.parent = parent
         self.parentSeq = parentSeq
+        self.checkpoint = checkpoint
     }
 }

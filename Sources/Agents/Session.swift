@@ -24,6 +24,8 @@ public actor Session {
     var machineName: String?
     /// The last committed snapshot of the session's machine.
     public internal(set) var snapshotID: String?
+    /// Snapshots taken as turns ended, by turn id: the points the session can be forked at.
+    public internal(set) var checkpoints: [String: String] = [:]
 
     let environment: SessionEnvironment
     let model: any ModelProvider
@@ -42,7 +44,9 @@ public actor Session {
     private var idleGeneration = 0
 
     init(id: String, configuration: SessionConfiguration, parent: String?, state: SessionState, machineName: String?,
-         snapshotID: String?, environment: SessionEnvironment, snapshotsChanged: @escaping @Sendable () async -> Void) throws {
+         snapshotID: String?, checkpoints: [String: String] = [:], environment: SessionEnvironment,
+         snapshotsChanged: @escaping @Sendable () async -> Void) throws {
+        self.checkpoints = checkpoints
         self.id = id
         self.configuration = configuration
         self.parent = parent
@@ -121,6 +125,7 @@ public actor Session {
                 try await ensureMachine()
                 try await event("turnStarted", .running, turn: turn)
                 try await modelLoop(turn: turn)
+                await checkpoint(turn: turn)
             } catch {
                 await turnFailed(turn: turn, error)
             }
@@ -332,6 +337,53 @@ public actor Session {
         }
     }
 
+    // MARK: Turn snapshots
+
+    /// Snapshots the machine as the turn left it, leaving it running (the guest pauses for the
+    /// RAM copy only), and records the snapshot in a `checkpointed` record. A failure is
+    /// recorded and otherwise ignored: the turn itself has ended.
+    private func checkpoint(turn: String) async {
+        guard configuration.snapshotsEveryTurn, let machine, await isMachineAlive(machine) else { return }
+        let clock = ContinuousClock()
+        let start = clock.now
+        do {
+            let manifest = try await environment.snapshotsInFlight.during {
+                let taken = try await environment.snapshotter.take(machine, tag: "session-\(id)-turn", leaveRunning: true)
+                checkpoints[turn] = taken.id
+                return taken
+            }
+            let bytes = manifest.state.allocated + manifest.disk.allocated + UInt64(manifest.memoryAddedBytes ?? 0)
+            try await event("checkpointed", .idle, turn: turn, snapshotBytes: bytes, milliseconds: (clock.now - start).milliseconds,
+                            checkpoint: manifest.id)
+        } catch {
+            environment.logger.error("session \(id): turn snapshot failed: \(error)")
+            _ = try? await event("failed", .idle, turn: turn, message: "the turn's snapshot failed (the session goes on; it cannot be forked at this turn): \(error)")
+        }
+    }
+
+    /// Where the session stood when its `number`-th turn (1-based, counting turns it inherited
+    /// from a parent) ended: that turn's snapshot and the sequence number of its record.
+    func checkpoint(atTurn number: Int) async throws -> (snapshot: String, seq: Int64) {
+        try await lock.run {
+            let records = try environment.log.records(session: id)
+            let turns = records.filter { $0.kind == .userMessage }.compactMap { try? $0.decodeBody(UserMessageBody.self).turn }
+            guard number >= 1, number <= turns.count else {
+                throw StasisError(.invalidArgument, "session \(id) has \(turns.count) turns; give a turn from 1 to \(turns.count)")
+            }
+            let turn = turns[number - 1]
+            for record in records where record.kind == .system {
+                guard let body = try? record.decodeBody(SystemEventBody.self), body.event == "checkpointed", body.turn == turn,
+                      let snapshot = body.checkpoint else { continue }
+                return (snapshot, record.seq)
+            }
+            let ranHere = records.contains { $0.kind == .system && (try? $0.decodeBody(SystemEventBody.self))?.turn == turn }
+            if !ranHere, let parent {
+                throw StasisError(.notFound, "turn \(number) of session \(id) ran in session \(parent) before the fork: fork that session at this turn")
+            }
+            throw StasisError(.notFound, "turn \(number) of session \(id) has no snapshot (it failed, is still running, or the session keeps no turn snapshots): `stasis session attach \(id)` shows its turns")
+        }
+    }
+
     // MARK: Fork and delete
 
     /// A snapshot of the session as it is now, for a fork: a running machine is snapshotted and
@@ -379,11 +431,11 @@ public actor Session {
     /// current machine and snapshot, so the last one is enough to pick the session up again.
     @discardableResult
     func event(_ name: String, _ state: SessionState, turn: String? = nil, snapshotBytes: UInt64? = nil,
-               milliseconds: Double? = nil, message: String? = nil) async throws -> ContextRecord {
+               milliseconds: Double? = nil, message: String? = nil, checkpoint: String? = nil) async throws -> ContextRecord {
         self.state = state
         return try await append(.system, SystemEventBody(
             name, state: state, machine: machineName, snapshot: snapshotID, snapshotBytes: snapshotBytes,
-            milliseconds: milliseconds, turn: turn, message: message))
+            milliseconds: milliseconds, turn: turn, message: message, checkpoint: checkpoint))
     }
 
     /// Adopts a machine found alive at start-up.

@@ -25,6 +25,12 @@ public struct SessionConfiguration: Codable, Sendable, Equatable {
     public var outputLimitBytes: Int
     /// A turn stops after this many model calls, so a model that never stops calling tools ends.
     public var maxModelCallsPerTurn: Int
+    /// Whether the machine is snapshotted (and keeps running) at the end of every turn, so the
+    /// session can be forked at any earlier turn; nil (sessions made before it existed) is yes.
+    public var turnSnapshots: Bool?
+
+    /// `turnSnapshots`, nil read as yes.
+    public var snapshotsEveryTurn: Bool { turnSnapshots ?? true }
 
     public static let defaultSystemPrompt = """
         You are an agent working in a Linux machine that is yours for this session. Use the tools \
@@ -35,7 +41,7 @@ public struct SessionConfiguration: Codable, Sendable, Equatable {
         image: String = "debian", memoryMiB: Int = 512, cpus: Int = 1, ports: [PortForward] = [],
         allowedHosts: [HostService] = [], idleTimeoutSeconds: Double = 30, model: ModelConfiguration = .scripted,
         systemPrompt: String = SessionConfiguration.defaultSystemPrompt, shellTimeoutSeconds: Double = 120,
-        outputLimitBytes: Int = 16 * 1024, maxModelCallsPerTurn: Int = 32
+        outputLimitBytes: Int = 16 * 1024, maxModelCallsPerTurn: Int = 32, turnSnapshots: Bool = true
     ) {
         self.image = image
         self.memoryMiB = memoryMiB
@@ -48,6 +54,7 @@ public struct SessionConfiguration: Codable, Sendable, Equatable {
         self.shellTimeoutSeconds = shellTimeoutSeconds
         self.outputLimitBytes = outputLimitBytes
         self.maxModelCallsPerTurn = maxModelCallsPerTurn
+        self.turnSnapshots = turnSnapshots
     }
 
     /// The machine this configuration asks for.

@@ -74,16 +74,24 @@ public actor SessionManager {
         return infos.sorted { $0.id < $1.id }
     }
 
-    /// A new session with this session's log up to now and a fork of its machine.
-    public func fork(_ reference: String) async throws -> SessionInfo {
+    /// A new session with this session's log up to now and a fork of its machine; with `turn`,
+    /// the log up to the end of that turn (1-based) and the machine as that turn left it: a
+    /// rewind that keeps the original session as it is.
+    public func fork(_ reference: String, atTurn turn: Int? = nil) async throws -> SessionInfo {
         let source = try session(reference)
         let id = Self.newID()
         // Counted in flight until the new session holds the snapshot's id.
-        return try await environment.snapshotsInFlight.during { try await fork(source, as: id) }
+        return try await environment.snapshotsInFlight.during {
+            if let turn {
+                let (snapshot, seq) = try await source.checkpoint(atTurn: turn)
+                return try await fork(source, as: id, snapshot: snapshot, seq: seq, at: "turn \(turn)")
+            }
+            let (snapshot, seq) = try await source.snapshotForFork(tag: "session-\(id)")
+            return try await fork(source, as: id, snapshot: snapshot, seq: seq, at: "record \(seq)")
+        }
     }
 
-    private func fork(_ source: Session, as id: String) async throws -> SessionInfo {
-        let (snapshot, seq) = try await source.snapshotForFork(tag: "session-\(id)")
+    private func fork(_ source: Session, as id: String, snapshot: String?, seq: Int64, at point: String) async throws -> SessionInfo {
         let copied = try environment.log.records(session: source.id, after: 0, limit: Int(seq))
             .filter { $0.kind != .system }
         var records: [NewRecord] = [try NewRecord(session: id, kind: .system, value: SystemEventBody(
@@ -91,7 +99,7 @@ public actor SessionManager {
         records += copied.map { NewRecord(session: id, kind: $0.kind, body: $0.body) }
         let state: SessionState = snapshot == nil ? .new : .suspended
         records.append(try NewRecord(session: id, kind: .system, value: SystemEventBody(
-            "suspended", state: state, snapshot: snapshot, message: "forked from \(source.id) at record \(seq)")))
+            "suspended", state: state, snapshot: snapshot, message: "forked from \(source.id) at \(point)")))
         let session = try makeSession(id: id, configuration: source.configuration, parent: source.id, state: state,
                                       machine: nil, snapshot: snapshot)
         try environment.log.append(contentsOf: records)
@@ -120,6 +128,7 @@ public actor SessionManager {
         var needed = Set<String>()
         for session in sessions.values where session.isListed {
             if let snapshot = await session.snapshotID { needed.insert(snapshot) }
+            needed.formUnion(await session.checkpoints.values)
         }
         let store = environment.snapshotter.snapshots
         while !environment.snapshotsInFlight.busy {
@@ -155,15 +164,23 @@ public actor SessionManager {
         guard let last = try environment.log.lastRecord(session: id, kind: .system) else { return nil }
         let current = try last.decodeBody(SystemEventBody.self)
         if current.state == .deleted { return nil }
+        // Turn snapshots are kept (and spared by the sweep) for as long as the session is.
+        var checkpoints: [String: String] = [:]
+        for record in try environment.log.records(session: id) where record.kind == .system {
+            if let body = try? record.decodeBody(SystemEventBody.self), body.event == "checkpointed",
+               let turn = body.turn, let snapshot = body.checkpoint {
+                checkpoints[turn] = snapshot
+            }
+        }
         return try makeSession(id: id, configuration: configuration, parent: origin.parent, state: current.state,
-                               machine: current.machine, snapshot: current.snapshot)
+                               machine: current.machine, snapshot: current.snapshot, checkpoints: checkpoints)
     }
 
     private func makeSession(id: String, configuration: SessionConfiguration, parent: String?, state: SessionState,
-                             machine: String?, snapshot: String?) throws -> Session {
+                             machine: String?, snapshot: String?, checkpoints: [String: String] = [:]) throws -> Session {
         try Session(
             id: id, configuration: configuration, parent: parent, state: state, machineName: machine, snapshotID: snapshot,
-            environment: environment,
+            checkpoints: checkpoints, environment: environment,
             snapshotsChanged: { [weak self] in await self?.sweepSnapshots() })
     }
 

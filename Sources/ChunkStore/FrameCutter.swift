@@ -82,7 +82,8 @@ public struct FrameCutter: Sendable {
                             continue
                         }
                         let prefixBytes = UnsafeMutableRawBufferPointer(rebasing: referenceBytes[0 ..< frame.count])
-                        let prefix = try reference?.read(forFrameAt: index * frameSize, into: prefixBytes) == true
+                        // A reference that cannot be read (truncated, gone) leaves frames plain.
+                        let prefix = (try? reference?.read(forFrameAt: index * frameSize, into: prefixBytes)) == true
                             ? UnsafeRawBufferPointer(prefixBytes) : nil
                         let hash = prefix.map { ChunkStore.deltaHash(prefix: $0, raw: frame) } ?? ChunkStore.hash(frame)
                         if let ref = store.stored(hash: hash, rawSize: frame.count) {

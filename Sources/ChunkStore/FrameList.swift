@@ -234,6 +234,9 @@ public struct FrameList: Codable, Equatable, Sendable {
         guard reference.digest.hasPrefix("sha256:"), Hex.isDigest(String(reference.digest.dropFirst(7))) else {
             throw StasisError(code, "frame list reference digest '\(reference.digest.prefix(80))' is not sha256:<64 hex digits>")
         }
+        guard reference.segments.count <= 64 else {
+            throw StasisError(code, "frame list reference has \(reference.segments.count) segments; at most 64")
+        }
         var end = 0
         for segment in reference.segments {
             guard segment.length > 0, segment.offset >= end, segment.fileOffset >= 0, segment.fileOffset <= maxTotalSize,

@@ -52,6 +52,8 @@ public final class Zstd {
                          prefix: UnsafeRawBufferPointer? = nil) throws -> [UInt8] {
         try configure(level: level)
         if let prefix {
+            // A compression that failed half-way would leave the context mid-frame, where no prefix can be set.
+            try Zstd.check(ZSTD_CCtx_reset(cctx, ZSTD_reset_session_only), "cannot reset a zstd context")
             try Zstd.check(ZSTD_CCtx_refPrefix(cctx, prefix.baseAddress, prefix.count), "cannot set a zstd prefix of \(prefix.count) bytes")
         }
         let bound = ZSTD_compressBound(source.count)

@@ -41,8 +41,9 @@ struct APIRoutes: Sendable {
             try await session.resume()
             return try await session.info()
         }
-        sessions.post(":id/fork") { _, context in
-            let info = try await manager.fork(try context.parameters.require("id"))
+        sessions.post(":id/fork") { request, context in
+            let turn = try Self.integer(request, "turn").map { Int(clamping: $0) }
+            let info = try await manager.fork(try context.parameters.require("id"), atTurn: turn)
             return EditedResponse(status: .created, response: info)
         }
     }

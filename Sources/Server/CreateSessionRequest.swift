@@ -17,10 +17,12 @@ public struct CreateSessionRequest: Codable, Sendable {
     public var systemPrompt: String?
     public var shellTimeoutSeconds: Double?
     public var outputLimitBytes: Int?
+    /// Snapshot the machine at the end of every turn (default yes).
+    public var turnSnapshots: Bool?
 
     public init(image: String? = nil, memory: String? = nil, cpus: Int? = nil, ports: [String]? = nil, allowHosts: [String]? = nil,
                 idleTimeoutSeconds: Double? = nil, model: ModelConfiguration? = nil, systemPrompt: String? = nil,
-                shellTimeoutSeconds: Double? = nil, outputLimitBytes: Int? = nil) {
+                shellTimeoutSeconds: Double? = nil, outputLimitBytes: Int? = nil, turnSnapshots: Bool? = nil) {
         self.image = image
         self.memory = memory
         self.cpus = cpus
@@ -31,6 +33,7 @@ public struct CreateSessionRequest: Codable, Sendable {
         self.systemPrompt = systemPrompt
         self.shellTimeoutSeconds = shellTimeoutSeconds
         self.outputLimitBytes = outputLimitBytes
+        self.turnSnapshots = turnSnapshots
     }
 
     /// The configuration this request asks for, on top of the defaults.
@@ -46,6 +49,7 @@ public struct CreateSessionRequest: Codable, Sendable {
         if let systemPrompt { configuration.systemPrompt = systemPrompt }
         if let shellTimeoutSeconds { configuration.shellTimeoutSeconds = shellTimeoutSeconds }
         if let outputLimitBytes { configuration.outputLimitBytes = outputLimitBytes }
+        if let turnSnapshots { configuration.turnSnapshots = turnSnapshots }
         return configuration
     }
 }

@@ -9,13 +9,42 @@ import StasisCore
 /// (alternatives, data, bss): DESIGN.md's 10 MB of kernel in every boot snapshot goes to ~3 MB.
 enum KernelReference {
     /// The reference for kernel `version` in `home`, or nil when it is not installed or not a
-    /// 64-bit little-endian ELF file (frames are then stored plain).
+    /// 64-bit little-endian ELF file (frames are then stored plain). Its bytes are hard-linked
+    /// (copied across file systems) to `references/<hex digest>` first, and read from there: a
+    /// refetched kernel of the same version cannot change what a snapshot was stored against.
     static func load(home: StasisHome, version: String) -> FrameReference? {
         guard !version.isEmpty, !version.contains("/"), version != "." && version != ".." else { return nil }
         let vmlinux = home.kernels.appendingPathComponent(version).appendingPathComponent("vmlinux")
         guard let segments = try? loadSegments(vmlinux), !segments.isEmpty,
-              let digest = try? cachedDigest(of: vmlinux) else { return nil }
-        return FrameReference(url: vmlinux, digest: digest, segments: segments)
+              let digest = try? cachedDigest(of: vmlinux),
+              let stored = try? keep(vmlinux, digest: digest, home: home) else { return nil }
+        return FrameReference(url: stored, digest: digest, segments: segments)
+    }
+
+    /// Where the store keeps the reference with `digest` ("sha256:<hex>").
+    static func storedPath(home: StasisHome, digest: String) -> URL {
+        home.references.appendingPathComponent(String(digest.dropFirst("sha256:".count)))
+    }
+
+    /// Links `file` to its place in `references/` unless it is there already; durable once this returns.
+    private static func keep(_ file: URL, digest: String, home: StasisHome) throws -> URL {
+        let stored = storedPath(home: home, digest: digest)
+        if FileManager.default.fileExists(atPath: stored.path) { return stored }
+        try FileManager.default.createDirectory(at: home.references, withIntermediateDirectories: true)
+        if link(file.path, stored.path) != 0 && errno != EEXIST {
+            // Another file system: a full copy, written aside and renamed into place.
+            let temporary = home.references.appendingPathComponent(".tmp-\(UInt32.random(in: 0 ... .max))")
+            do {
+                try FileManager.default.copyItem(at: file, to: temporary)
+                try AtomicFile.syncFile(temporary)
+                try AtomicFile.rename(temporary, over: stored)
+            } catch {
+                try? FileManager.default.removeItem(at: temporary)
+                throw error
+            }
+        }
+        try AtomicFile.syncDirectory(home.references)
+        return stored
     }
 
     /// The PT_LOAD segments of an ELF64 little-endian file: where each lands in guest physical
@@ -28,10 +57,13 @@ enum KernelReference {
         guard header.count == 64, header[0 ..< 4].elementsEqual([0x7f, 0x45, 0x4c, 0x46]), header[4] == 2, header[5] == 1 else {
             throw StasisError(.unsupported, "\(url.path) is not a 64-bit little-endian ELF file")
         }
-        let tableOffset = Int(le64(header, 32))
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw StasisError(.ioFailure, "cannot stat \(url.path)", cause: Errno()) }
+        let fileSize = UInt64(st.st_size)
         let entrySize = Int(le16(header, 54))
         let count = Int(le16(header, 56))
-        guard entrySize >= 56, count <= 64, tableOffset >= 64 else {
+        guard let tableOffset = Int(exactly: le64(header, 32)), entrySize >= 56, count <= 64, tableOffset >= 64,
+              UInt64(tableOffset) + UInt64(entrySize * count) <= fileSize else {
             throw StasisError(.unsupported, "\(url.path) has an unexpected program header table")
         }
         let table = readBytes(fd, count: entrySize * count, at: tableOffset)
@@ -42,9 +74,10 @@ enum KernelReference {
             guard le32(table, base) == 1 else { continue }  // PT_LOAD
             let fileOffset = le64(table, base + 8)
             let physical = le64(table, base + 24)
-            let fileSize = le64(table, base + 32)
-            guard fileSize > 0, fileOffset < 1 << 40, physical < 1 << 40, fileSize < 1 << 32 else { continue }
-            segments.append(FrameReference.Segment(offset: Int(physical), fileOffset: Int(fileOffset), length: Int(fileSize)))
+            let length = le64(table, base + 32)
+            // Only segments whose bytes are all in the file (a truncated vmlinux gives fewer).
+            guard length > 0, length < 1 << 32, physical < 1 << 40, fileOffset < fileSize, length <= fileSize - fileOffset else { continue }
+            segments.append(FrameReference.Segment(offset: Int(physical), fileOffset: Int(fileOffset), length: Int(length)))
         }
         // Overlapping segments would make a frame's reference ambiguous: keep the first of each.
         var kept: [FrameReference.Segment] = []

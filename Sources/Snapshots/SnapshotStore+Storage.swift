@@ -64,6 +64,11 @@ extension SnapshotStore {
         // Writers killed mid-write left these; none runs now.
         try chunks.removeTemporaryFiles()
         try chunks.sync()
+        // Reference files (kernels) no snapshot's frames are stored against any more.
+        let usedReferences = Set(manifests.compactMap { $0.memoryFrames?.reference.map { KernelReference.storedPath(home: home, digest: $0.digest).lastPathComponent } })
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: home.references.path)) ?? [] where !usedReferences.contains(name) {
+            try? FileManager.default.removeItem(at: home.references.appendingPathComponent(name))
+        }
         let mapped = Set(try machines().compactMap(\.memoryFile))
         for manifest in manifests where manifest.memoryFrames != nil {
             let folder = directory(manifest.id)

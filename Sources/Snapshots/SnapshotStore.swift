@@ -41,15 +41,32 @@ public struct SnapshotStore: Sendable {
         return (depth, base)
     }
 
-    /// A snapshot's RAM as a chunked file, with its guest kernel as the reference its kernel
-    /// frames were stored against.
+    /// A snapshot's RAM as a chunked file, with the reference its kernel frames were stored
+    /// against (the store's own link to that vmlinux, by digest).
     func memoryFile(_ manifest: SnapshotManifest, frames: FrameList, store: ChunkStore) -> ChunkedFile {
-        ChunkedFile(store: store, frames: frames, reference: frames.reference == nil ? nil : kernelReference(manifest.kernel))
+        ChunkedFile(store: store, frames: frames, reference: frames.reference.map(reference(for:)))
     }
 
-    /// The installed guest kernel `version` as a frame reference, or nil when it is not installed.
+    /// The guest kernel `version` as a frame reference, its bytes linked into the store's
+    /// `references/` first; nil when the kernel is not installed or cannot serve as one.
     public func kernelReference(_ version: String) -> FrameReference? {
         KernelReference.load(home: home, version: version)
+    }
+
+    /// The file a frame list's delta chunks need: `references/<hex digest>`.
+    func reference(for identity: FrameReference.Identity) -> FrameReference {
+        FrameReference(url: KernelReference.storedPath(home: home, digest: identity.digest), digest: identity.digest,
+                       segments: identity.segments)
+    }
+
+    /// Fails, naming what to do, when the reference a snapshot's RAM needs is missing; relinks
+    /// it from the installed kernel of the snapshot's version when that is the same file.
+    func checkReference(_ manifest: SnapshotManifest, _ identity: FrameReference.Identity) throws {
+        let path = KernelReference.storedPath(home: home, digest: identity.digest)
+        if FileManager.default.fileExists(atPath: path.path) { return }
+        if let installed = kernelReference(manifest.kernel), installed.identity.digest == identity.digest,
+           FileManager.default.fileExists(atPath: path.path) { return }
+        throw StasisError(.notFound, "snapshot \(manifest.id) cannot be restored: its memory is stored against guest kernel \(manifest.kernel) (vmlinux \(identity.digest)), which is neither in \(home.references.path) nor installed with those bytes; export it from a host that has it and import it here (import stores it against this host's kernel)")
     }
 
     /// The RAM file that forks of snapshot `id` map: materialized from its frames on first use.
@@ -136,6 +153,7 @@ public struct SnapshotStore: Sendable {
     /// hashes every part and reads and checks every frame now.
     public func verify(_ manifest: SnapshotManifest, deep: Bool = false) throws {
         if let frames = manifest.memoryFrames {
+            if let identity = frames.reference { try checkReference(manifest, identity) }
             let chunks = try chunkStore()
             for position in frames.chunks.indices where !chunks.contains(frames.chunks[position]) {
                 let frame = frames.frameIndex(ofChunk: position) ?? 0

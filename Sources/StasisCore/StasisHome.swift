@@ -29,6 +29,9 @@ public struct StasisHome: Sendable, Equatable {
     public var machines: URL { root.appendingPathComponent("machines") }
     /// Snapshot folders: `snapshots/<id>/`.
     public var snapshots: URL { root.appendingPathComponent("snapshots") }
+    /// Files delta chunks are compressed against (guest kernels), hard-linked here by SHA-256 so
+    /// that refetching a kernel cannot change the bytes a snapshot needs.
+    public var references: URL { root.appendingPathComponent("references") }
     /// The context log of every agent session (SQLite, WAL).
     public var contextLog: URL { root.appendingPathComponent("context.sqlite") }
     /// Scratch space for work in progress; everything here may be deleted when no stasis runs.

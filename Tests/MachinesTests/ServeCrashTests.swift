@@ -107,7 +107,7 @@ struct ServeCrashTests {
         _ = try await client.send(info.id, text: "$ cat /root/f", wait: true)
         let last = try await client.session(info.id)
         var output = ""
-        for try await record in client.events(info.id, after: last.lastSeq - 3, follow: false) where record.kind == .toolResult {
+        for try await record in client.events(info.id, after: last.lastSeq - 6, follow: false) where record.kind == .toolResult {
             output = try record.decodeBody(ToolResultBody.self).content
         }
         #expect(output.hasPrefix("one\n["))
@@ -144,7 +144,7 @@ struct ServeCrashTests {
             _ = try await client.send(info.id, text: "$ cat /root/f", wait: true)
             let last = try await client.session(info.id)
             var output = ""
-            for try await record in client.events(info.id, after: last.lastSeq - 3, follow: false) where record.kind == .toolResult {
+            for try await record in client.events(info.id, after: last.lastSeq - 6, follow: false) where record.kind == .toolResult {
                 output = try record.decodeBody(ToolResultBody.self).content
             }
             let lines = output.split(separator: "\n").filter { !$0.hasPrefix("[") }.map(String.init)

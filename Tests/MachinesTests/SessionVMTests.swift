@@ -20,8 +20,8 @@ struct SessionVMTests {
         _ = try await target.sendAndWait("please\n$ echo hello > /root/f; cat /root/f")
         var records = try harness.log.records(session: id)
         #expect(records.map(\.kind) == [.system, .userMessage, .system, .system, .system, .assistantMessage, .toolCall,
-                                        .toolResult, .assistantMessage, .system])
-        #expect(systemEvents(records).map(\.event) == ["created", "booting", "booted", "turnStarted", "turnEnded"])
+                                        .toolResult, .assistantMessage, .system, .system])
+        #expect(systemEvents(records).map(\.event) == ["created", "booting", "booted", "turnStarted", "turnEnded", "checkpointed"])
         let first = try #require(toolResults(records).first)
         #expect(first.content.contains("hello"))
         #expect(first.content.contains("[exit code 0]"))
@@ -62,6 +62,47 @@ struct SessionVMTests {
         #expect(try env.store.list().filter { $0.name.hasPrefix("session-\(id)") || $0.name.hasPrefix("session-\(forked.id)") }.isEmpty)
         #expect(systemEvents(try harness.log.records(session: id)).last?.event == "deleted")
         #expect(throws: StasisError.self) { try SnapshotStore(home: env.home).manifest(snapshot) }
+    }
+
+    /// Rewind: every turn leaves a snapshot, and a fork at turn N has the log up to that turn and
+    /// the machine (disk and RAM) as that turn left it, while the original goes on unchanged.
+    @Test func forkAtAnEarlierTurnRewindsLogAndMachine() async throws {
+        let harness = try await SessionHarness.make()
+        let session = try await harness.newSession()
+        let id = session.id
+        _ = try await session.sendAndWait("$ echo one > /root/f")
+        _ = try await session.sendAndWait("$ echo two > /root/f; echo in-ram > /tmp/ram")
+        _ = try await session.sendAndWait("$ cat /root/f")
+        let records = try harness.log.records(session: id)
+        let checkpoints = systemEvents(records).filter { $0.event == "checkpointed" }.compactMap(\.checkpoint)
+        #expect(checkpoints.count == 3 && Set(checkpoints).count == 3, "one snapshot per turn: \(checkpoints)")
+        #expect(await session.state == .idle, "the machine kept running through its turn snapshots")
+
+        let rewound = try await harness.manager.fork(id, atTurn: 1)
+        #expect(rewound.parent == id && rewound.snapshot == checkpoints[0])
+        let rewoundRecords = try harness.log.records(session: rewound.id)
+        #expect(rewoundRecords.filter { $0.kind == .userMessage }.count == 1, "the log up to turn 1")
+        let fork = try await harness.manager.session(rewound.id)
+        _ = try await fork.sendAndWait("$ cat /root/f; cat /tmp/ram 2>/dev/null || echo no-ram")
+        let saw = toolResults(try harness.log.records(session: rewound.id)).last?.content ?? ""
+        #expect(saw.hasPrefix("one\nno-ram"), "disk and RAM as turn 1 left them: \(saw)")
+        _ = try await session.sendAndWait("$ cat /root/f /tmp/ram")
+        let originalSaw = toolResults(try harness.log.records(session: id)).last?.content ?? ""
+        #expect(originalSaw.hasPrefix("two\nin-ram"), "the original goes on: \(originalSaw)")
+
+        // Turns that do not exist, or ran in the parent, are refused by name.
+        let missing = await #expect(throws: StasisError.self) { try await harness.manager.fork(id, atTurn: 9) }
+        #expect(missing?.description.contains("has 4 turns") == true, "\(String(describing: missing))")
+        let inherited = await #expect(throws: StasisError.self) { try await harness.manager.fork(rewound.id, atTurn: 1) }
+        #expect(inherited?.description.contains("ran in session \(id)") == true, "\(String(describing: inherited))")
+
+        // A sweep keeps every turn's snapshot of a live session; deleting the sessions frees them.
+        let env = try await VMFixture.shared.env()
+        await harness.manager.sweepSnapshots()
+        for snapshot in checkpoints { #expect(throws: Never.self) { try SnapshotStore(home: env.home).manifest(snapshot) } }
+        try await harness.manager.delete(rewound.id)
+        try await harness.manager.delete(id)
+        for snapshot in checkpoints { #expect(throws: StasisError.self) { try SnapshotStore(home: env.home).manifest(snapshot) } }
     }
 
     @Test func messagesAreSerializedAndToolsWork() async throws {

@@ -66,6 +66,21 @@ struct SnapshotStorageTests {
         #expect(frames.deltaFrames >= 300, "\(frames.deltaFrames) kernel frames stored as deltas")
         #expect(frames.deltaBytes < frames.deltaFrames * 12_000, "\(frames.deltaBytes) bytes for \(frames.deltaFrames) frames")
         print("chunk store: \(frames.deltaFrames) kernel frames in \(frames.deltaBytes) B of deltas; \(frames.storedBytes) B in all")
+
+        // The store keeps its own link to those bytes; a lost link comes back from the installed
+        // kernel, and without that kernel the snapshot is refused before any machine exists.
+        let store = SnapshotStore(home: env.home)
+        let link = kernel.url
+        #expect(link.path.hasPrefix(env.home.references.path) && link.lastPathComponent == String(kernel.identity.digest.dropFirst(7)))
+        try FileManager.default.removeItem(at: link)
+        try store.verify(fixture)
+        #expect(FileManager.default.fileExists(atPath: link.path), "relinked from the installed kernel")
+        var elsewhere = fixture
+        elsewhere.kernel = "0.0.0-not-installed"
+        try FileManager.default.moveItem(at: link, to: link.appendingPathExtension("aside"))
+        defer { try? FileManager.default.moveItem(at: link.appendingPathExtension("aside"), to: link) }
+        let missing = #expect(throws: StasisError.self) { try store.verify(elsewhere) }
+        #expect(missing?.code == .notFound && missing?.description.contains("import") == true, "\(String(describing: missing))")
     }
 
     /// gc frees exactly the chunks no snapshot lists; kill -9 at any moment of it loses nothing a

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import StasisCore
 import Testing
@@ -144,9 +145,20 @@ struct OpenAIChatModelTests {
     }
 
     @Test func anUnreachableServerIsAnIOFailureNamingTheURL() async throws {
-        let server = try await FixtureServer.start(fixture: "openai-text")
-        let url = server.baseURL + "/v1"
-        try await server.shutdown()
+        // A port bound but not listening refuses connections, and stays ours for the whole test:
+        // a server's port freed at shutdown could be taken by another test's server meanwhile.
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(fd >= 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        #expect(bound)
+        let url = "http://127.0.0.1:\(UInt16(bigEndian: address.sin_port))/v1"
         var model = OpenAIChatModel(baseURL: url, model: "gpt-4o-mini", apiKey: Self.key)
         // AHC retries a refused connection until the deadline, then reports why it failed.
         model.responseTimeout = .milliseconds(300)

@@ -46,7 +46,9 @@ public struct StasisClient: Sendable {
     /// Suspends, resumes or forks a session.
     public func suspend(_ id: String) async throws -> SessionInfo { try await call(.POST, "/v1/sessions/\(id)/suspend") }
     public func resume(_ id: String) async throws -> SessionInfo { try await call(.POST, "/v1/sessions/\(id)/resume") }
-    public func fork(_ id: String) async throws -> SessionInfo { try await call(.POST, "/v1/sessions/\(id)/fork") }
+    public func fork(_ id: String, atTurn turn: Int? = nil) async throws -> SessionInfo {
+        try await call(.POST, "/v1/sessions/\(id)/fork" + (turn.map { "?turn=\($0)" } ?? ""))
+    }
 
     /// The session's records after `after`, then (with `follow`) new ones as they are appended.
     public func events(_ id: String, after: Int64 = 0, follow: Bool = true) -> AsyncThrowingStream<APIRecord, any Error> {

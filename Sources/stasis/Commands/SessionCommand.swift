@@ -52,6 +52,9 @@ extension SessionCommand {
         var allowHost: [String] = []
         @Option(help: "Seconds without a message before the machine is snapshotted and stopped.")
         var idleTimeout: Double = 30
+        @Flag(name: .customLong("turn-snapshots"), inversion: .prefixedNo,
+              help: "Snapshot the machine at the end of every turn (it keeps running), so `session fork --turn N` can rewind to any turn.")
+        var turnSnapshots = true
         @Option(help: "Model: scripted (default, offline), openai:MODEL or anthropic:MODEL.")
         var model = "scripted"
         @Option(help: "Base URL of an OpenAI-compatible or Anthropic server.") var baseURL: String?
@@ -70,7 +73,7 @@ extension SessionCommand {
                 modelConfiguration.apiKeyFile = apiKeyFile
                 let info = try await connection.client().createSession(CreateSessionRequest(
                     image: image, memory: memory, cpus: cpus, ports: publish, allowHosts: allowHost,
-                    idleTimeoutSeconds: idleTimeout, model: modelConfiguration))
+                    idleTimeoutSeconds: idleTimeout, model: modelConfiguration, turnSnapshots: turnSnapshots))
                 if connection.global.json { return try printJSON(info) }
                 print(info.id)
             }
@@ -174,13 +177,23 @@ extension SessionCommand {
 
     struct Fork: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "A new session with this one's log so far and a fork of its machine; prints the new id.")
+            abstract: "A new session with this one's log so far and a fork of its machine; prints the new id.",
+            discussion: """
+            With --turn N, the new session starts where turn N of this one ended (turns count from 1, \
+            inherited turns included): its log up to that turn and the machine as that turn left it, \
+            from the snapshot taken when the turn ended. The original session stays as it is.
+            """)
         @Argument(help: "Session id or prefix.") var session: String
+        @Option(help: ArgumentHelp("Rewind: fork as turn N left the session.", valueName: "N")) var turn: Int?
         @OptionGroup var connection: ServerOptions
+
+        func validate() throws {
+            if let turn, turn < 1 { throw ValidationError("--turn counts from 1") }
+        }
 
         func run() async throws {
             try await reportingErrors {
-                let info = try await connection.client().fork(session)
+                let info = try await connection.client().fork(session, atTurn: turn)
                 if connection.global.json { return try printJSON(info) }
                 print(info.id)
             }
