@@ -10,13 +10,22 @@ import StasisCore
 /// be lost. So the lowest layer above BASE is converted onto BASE, and each higher layer is then
 /// copied, pointed at that result and committed into it: each step copies one layer's own data.
 enum DiskLayers {
-    /// Writes `output`: the content of `top` as a qcow2 whose backing file is `base`.
-    static func collapse(top: URL, onto base: String, format: String, into output: URL) async throws {
-        let layers = try await Self.layers(from: top, above: base)
+    /// Cluster size of every qcow2 layer stasis creates: a guest page. With QEMU's default of
+    /// 64 KiB, a 4 KiB write copies up a whole cluster and a layer's metadata takes five
+    /// clusters, so a session's turn snapshot cost ~0.7 MB of disk for a 64 KiB change.
+    static let clusterSize = 4096
+    /// `qemu-img create` / `convert` options for it.
+    static var createOptions: [String] { ["-o", "cluster_size=\(clusterSize)"] }
+
+    /// Writes `output`: the content of `top` as a qcow2 whose backing file is `base`. With
+    /// `stop`, only the layers above `stop` are copied, over `base`: `base` must hold what `stop`
+    /// and everything below it hold (the disk of the snapshot that froze `stop`).
+    static func collapse(top: URL, above stop: String? = nil, onto base: String, format: String, into output: URL) async throws {
+        let layers = try await Self.layers(from: top, above: stop ?? base)
         guard let lowest = layers.first else {
-            throw StasisError(.invalidState, "\(base) is not below \(top.path) in its chain of disk layers")
+            throw StasisError(.invalidState, "\(stop ?? base) is not below \(top.path) in its chain of disk layers")
         }
-        try await HostTool.run("qemu-img", ["convert", "-U", "-O", "qcow2", "-B", base, "-F", format, lowest, output.path])
+        try await HostTool.run("qemu-img", ["convert", "-U", "-O", "qcow2"] + createOptions + ["-B", base, "-F", format, lowest, output.path])
         let scratch = output.deletingLastPathComponent().appendingPathComponent(".layer-\(UInt32.random(in: 0 ... .max)).qcow2")
         defer { try? FileManager.default.removeItem(at: scratch) }
         for layer in layers.dropFirst() {

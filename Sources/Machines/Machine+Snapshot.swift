@@ -13,6 +13,9 @@ extension Machine {
         /// The disk: everything written since `diskBase`, with `diskBase` as its backing file.
         public var disk: URL
         public var diskBase: String
+        /// The run-folder overlay the snapshot froze (the machine writes a new one on top of it
+        /// when it keeps running).
+        public var frozenDisk: URL
         public var paused: Duration
         public var engineVersion: String
         public var deviceLayout: [String]
@@ -44,7 +47,12 @@ extension Machine {
         guard let ownBase = current.diskBase, let ownFormat = current.diskBaseFormat else {
             throw StasisError(.invalidState, "machine \(current.name) was started by an older stasis and cannot be snapshotted")
         }
-        let (base, baseFormat) = collapseOnto ?? (ownBase, ownFormat)
+        // After a snapshot that left the machine running, the next one holds only what was
+        // written since, over that snapshot's disk: a session's turn snapshots stay small.
+        let layered = collapseOnto == nil ? current.lastSnapshot.flatMap { last in
+            FileManager.default.fileExists(atPath: last.disk) && FileManager.default.fileExists(atPath: last.layer) ? last : nil
+        } : nil
+        let (base, baseFormat) = collapseOnto ?? layered.map { ($0.disk, "qcow2") } ?? (ownBase, ownFormat)
         let accel = AcceleratorChoice(kind: current.accelerator == "kvm" ? .kvm : .tcg, reason: "")
         let version = try await engine.version()
         let state = directory.appendingPathComponent("state")
@@ -58,15 +66,17 @@ extension Machine {
         // the machine's own base is one conversion; anything else goes through `DiskLayers`.
         let firstOverlay = paths.disk.lastPathComponent
         let collapse = { @Sendable (frozen: URL) async throws in
-            if collapseOnto == nil, frozen.lastPathComponent == firstOverlay {
-                try await HostTool.run("qemu-img", ["convert", "-U", "-O", "qcow2", "-B", base, "-F", baseFormat, frozen.path, diskOut.path])
+            if let layered {
+                try await DiskLayers.collapse(top: frozen, above: layered.layer, onto: layered.disk, format: "qcow2", into: diskOut)
+            } else if collapseOnto == nil, frozen.lastPathComponent == firstOverlay {
+                try await HostTool.run("qemu-img", ["convert", "-U", "-O", "qcow2"] + DiskLayers.createOptions + ["-B", base, "-F", baseFormat, frozen.path, diskOut.path])
             } else {
                 try await DiskLayers.collapse(top: frozen, onto: base, format: baseFormat, into: diskOut)
             }
         }
-        let capture = { @Sendable (paused: Duration) in
+        let capture = { @Sendable (paused: Duration, frozen: URL) in
             Capture(record: current, state: state, memory: ramInFile ? memoryOut : nil, disk: diskOut, diskBase: base,
-                    paused: paused, engineVersion: version, deviceLayout: layout)
+                    frozenDisk: frozen, paused: paused, engineVersion: version, deviceLayout: layout)
         }
         if leaveRunning {
             let next = "disk-\(UInt32.random(in: 0 ... .max)).qcow2"
@@ -77,14 +87,14 @@ extension Machine {
             }
             try move(to: .running) { $0.diskFile = next }
             try await collapse(saved.frozenDisk)
-            try await commit(capture(saved.paused))
+            try await commit(capture(saved.paused, saved.frozenDisk))
             return
         }
         _ = try await engine.saveState(pid: pid, record: current, paths: paths, to: state, leaveRunningOn: nil) { saved in
             // Paused for good: the RAM file no longer changes, so the snapshot can share its inode.
             if ramInFile { try Self.link(memory, to: memoryOut) }
             try await collapse(saved.frozenDisk)
-            try await commit(capture(saved.paused))
+            try await commit(capture(saved.paused, saved.frozenDisk))
         }
         // The snapshot is committed and QEMU told to quit: one slow to quit is killed.
         if !(await engine.waitForExit(pid: pid, machineID: id, timeout: .seconds(10))) {
@@ -93,6 +103,12 @@ extension Machine {
         }
         try move(to: .stopping)
         try move(to: .stopped) { $0.pid = nil }
+    }
+
+    /// Records `snapshot`, just committed from this machine left running, as the base of its
+    /// next snapshot. A crash before this only makes that next snapshot bigger.
+    public func noteSnapshot(_ snapshot: MachineRecord.LastSnapshot) throws {
+        try move(to: .running) { $0.lastSnapshot = snapshot }
     }
 
     /// Lets a guest run again that an interrupted snapshot (its stasis process killed) left
@@ -168,7 +184,7 @@ extension Machine {
             record.diskBaseFormat = "qcow2"
             record.restoredFrom = input.snapshotID
             try store.save(record)
-            try await HostTool.run("qemu-img", ["create", "-q", "-f", "qcow2", "-b", input.disk.path, "-F", "qcow2", paths.disk.path])
+            try await HostTool.run("qemu-img", ["create", "-q", "-f", "qcow2"] + DiskLayers.createOptions + ["-b", input.disk.path, "-F", "qcow2", paths.disk.path])
             record.kernel = input.kernel
             record.generation = input.generation + 1
             switch input.memory {

@@ -39,6 +39,25 @@ public struct MachineRecord: Codable, Sendable, Equatable {
     public var diskBaseFormat: String?
     /// Bumped on every restore; the guest can read it in /run/stasis/generation.
     public var generation: UInt64?
+    /// The newest snapshot taken of this machine leaving it running: the parent of its next
+    /// snapshot, whose disk is then only the layers written since, over this one's disk.
+    public var lastSnapshot: LastSnapshot?
+
+    /// A snapshot taken leaving the machine running, and where its disk stands in the machine's.
+    public struct LastSnapshot: Codable, Sendable, Equatable {
+        /// The snapshot's id.
+        public var id: String
+        /// Its disk (a qcow2 file in its folder).
+        public var disk: String
+        /// The run-folder overlay it froze: that overlay's content (with everything below) equals `disk`.
+        public var layer: String
+
+        public init(id: String, disk: String, layer: String) {
+            self.id = id
+            self.disk = disk
+            self.layer = layer
+        }
+    }
 
     public init(id: String, name: String, spec: MachineSpec, autoRemove: Bool, engine: String) {
         self.id = id

@@ -61,7 +61,7 @@ public struct SnapshotStore: Sendable {
 
     /// Fails, naming what to do, when the reference a snapshot's RAM needs is missing; relinks
     /// it from the installed kernel of the snapshot's version when that is the same file.
-    func checkReference(_ manifest: SnapshotManifest, _ identity: FrameReference.Identity) throws {
+    public func checkReference(_ manifest: SnapshotManifest, _ identity: FrameReference.Identity) throws {
         let path = KernelReference.storedPath(home: home, digest: identity.digest)
         if FileManager.default.fileExists(atPath: path.path) { return }
         if let installed = kernelReference(manifest.kernel), installed.identity.digest == identity.digest,

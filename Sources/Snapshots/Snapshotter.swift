@@ -38,7 +38,7 @@ public struct Snapshotter: Sendable {
     public func take(_ machine: Machine, tag: String?, leaveRunning: Bool) async throws -> SnapshotManifest {
         let (id, staged, lock) = try snapshots.stage()
         defer { withExtendedLifetime(lock) {} }
-        let committed = Mutex<SnapshotManifest?>(nil)
+        let committed = Mutex<(manifest: SnapshotManifest, frozenDisk: URL)?>(nil)
         let flatten = await diskFlattening(for: machine)
         do {
             try await machine.capture(into: staged, leaveRunning: leaveRunning, collapseOnto: flatten) { capture in
@@ -55,23 +55,29 @@ public struct Snapshotter: Sendable {
                     manifest.memory = nil
                 }
                 try snapshots.commit(manifest, staged: staged)
-                committed.withLock { $0 = manifest }
+                committed.withLock { $0 = (manifest, capture.frozenDisk) }
             }
         } catch {
             // Committed but the machine failed to stop afterwards: the snapshot is whole; keep it.
-            if let manifest = committed.withLock({ $0 }) { return manifest }
+            if let done = committed.withLock({ $0 }) { return done.manifest }
             try? FileManager.default.removeItem(at: staged)
             throw error
         }
-        guard let manifest = committed.withLock({ $0 }) else {
+        guard let (manifest, frozenDisk) = committed.withLock({ $0 }) else {
             throw StasisError(.internalError, "the snapshot of \(await machine.name) was never committed")
+        }
+        if leaveRunning {
+            // The machine's next snapshot is a layer over this one (a failure here only makes it bigger).
+            let disk = snapshots.directory(manifest.id).appendingPathComponent(manifest.disk.file).path
+            try? await machine.noteSnapshot(.init(id: manifest.id, disk: disk, layer: frozenDisk.path))
         }
         return manifest
     }
 
     private func manifest(id: String, tag: String?, capture: Machine.Capture) throws -> SnapshotManifest {
         let record = capture.record
-        let parent = try record.restoredFrom.map { try snapshots.manifest($0) }
+        // The newest snapshot of this machine, else the one it was restored from.
+        let parent = try record.lastSnapshot.flatMap { try? snapshots.manifest($0.id) } ?? record.restoredFrom.map { try snapshots.manifest($0) }
         return SnapshotManifest(
             format: SnapshotManifest.currentFormat, id: id, tag: tag, created: Date(),
             machineID: record.id, machineName: record.name, spec: record.spec,
@@ -88,7 +94,8 @@ public struct Snapshotter: Sendable {
     /// than allowed: its snapshot is then collapsed onto that rather than onto its parent's disk.
     private func diskFlattening(for machine: Machine) async -> (path: String, format: String)? {
         let record = await machine.record
-        guard let base = record.diskBase, record.restoredFrom != nil else { return nil }
+        let layeredOn = record.lastSnapshot.map(\.disk).flatMap { FileManager.default.fileExists(atPath: $0) ? $0 : nil }
+        guard let base = layeredOn ?? record.diskBase, layeredOn != nil || record.restoredFrom != nil else { return nil }
         let chain = snapshots.diskChain(onto: base)
         guard chain.depth > maxDiskChainDepth, !chain.bottom.hasSuffix(".qcow2"),
               FileManager.default.fileExists(atPath: chain.bottom) else { return nil }

@@ -67,19 +67,24 @@ struct SnapshotStorageTests {
         #expect(frames.deltaBytes < frames.deltaFrames * 12_000, "\(frames.deltaBytes) bytes for \(frames.deltaFrames) frames")
         print("chunk store: \(frames.deltaFrames) kernel frames in \(frames.deltaBytes) B of deltas; \(frames.storedBytes) B in all")
 
-        // The store keeps its own link to those bytes; a lost link comes back from the installed
-        // kernel, and without that kernel the snapshot is refused before any machine exists.
-        let store = SnapshotStore(home: env.home)
-        let link = kernel.url
-        #expect(link.path.hasPrefix(env.home.references.path) && link.lastPathComponent == String(kernel.identity.digest.dropFirst(7)))
+        // The store keeps its own link to those bytes. In a home of its own (other tests restore
+        // from the shared one meanwhile): a missing link comes back from the installed kernel,
+        // and without that kernel the snapshot is refused, saying what to do.
+        #expect(kernel.url.path.hasPrefix(env.home.references.path) && kernel.url.lastPathComponent == String(kernel.identity.digest.dropFirst(7)))
+        let home = StasisHome(root: URL(fileURLWithPath: "/tmp/stasis-references-\(UInt32.random(in: 0 ... .max))"))
+        defer { try? FileManager.default.removeItem(at: home.root) }
+        try FileManager.default.createDirectory(at: home.root, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(at: home.kernels, withDestinationURL: env.home.kernels.resolvingSymlinksInPath())
+        let store = SnapshotStore(home: home)
+        let identity = try #require(frames.reference)
+        let link = home.references.appendingPathComponent(kernel.url.lastPathComponent)
+        #expect(!FileManager.default.fileExists(atPath: link.path))
+        try store.checkReference(fixture, identity)
+        #expect(FileManager.default.fileExists(atPath: link.path), "linked from the installed kernel")
         try FileManager.default.removeItem(at: link)
-        try store.verify(fixture)
-        #expect(FileManager.default.fileExists(atPath: link.path), "relinked from the installed kernel")
         var elsewhere = fixture
         elsewhere.kernel = "0.0.0-not-installed"
-        try FileManager.default.moveItem(at: link, to: link.appendingPathExtension("aside"))
-        defer { try? FileManager.default.moveItem(at: link.appendingPathExtension("aside"), to: link) }
-        let missing = #expect(throws: StasisError.self) { try store.verify(elsewhere) }
+        let missing = #expect(throws: StasisError.self) { try store.checkReference(elsewhere, identity) }
         #expect(missing?.code == .notFound && missing?.description.contains("import") == true, "\(String(describing: missing))")
     }
 
@@ -207,5 +212,44 @@ struct SnapshotStorageTests {
         #expect(try await back.withAgent { agent in try await sh(agent, "echo 3 > /proc/sys/vm/drop_caches; for i in 1 2 3; do sha256sum < /root/round-$i; done") }.out == sums)
         try await back.remove(force: true)
         for snapshot in taken.dropFirst().reversed() { try await store.remove(snapshot.id, force: false, machines: try env.store.list()) }
+    }
+
+    /// Snapshots that leave the machine running (a session's turn snapshots) each hold what was
+    /// written since the one before, layered on its disk, with it as parent: their size does not
+    /// grow with their number, and each restores to exactly its own moment.
+    @Test func leaveRunningSnapshotsAreLayersOverTheLastOne() async throws {
+        let env = try await VMFixture.shared.env()
+        let fixture = try await SnapshotFixture.shared.manifest()
+        let snapshotter = Snapshotter(home: env.home, machines: env.store)
+        let store = snapshotter.snapshots
+        let machine = try await snapshotter.restore(fixture.id, name: "layers")
+        if let pid = await machine.record.pid { VMFixture.killAtExit(pid) }
+        var taken: [SnapshotManifest] = []
+        var sums: [String] = []
+        for round in 1 ... 3 {
+            sums.append(try await machine.withAgent { agent in
+                try await sh(agent, "head -c 1048576 /dev/urandom > /root/layer-\(round); sync; sha256sum < /root/layer-\(round)").out
+            })
+            taken.append(try await snapshotter.take(machine, tag: nil, leaveRunning: true))
+        }
+        try await machine.remove(force: true)
+        for round in 1 ..< 3 {
+            #expect(taken[round].parent == taken[round - 1].id)
+            #expect(taken[round].diskBase.hasSuffix("\(taken[round - 1].id)/disk.qcow2"), "\(taken[round].diskBase)")
+            // One MiB written per round, plus qcow2 metadata: not the rounds before it again
+            // (round 3 would then hold 3 MiB).
+            #expect(taken[round].disk.allocated < 1_400_000, "round \(round + 1): \(taken[round].disk.allocated) B of disk")
+            #expect((taken[round].memoryAddedBytes ?? 0) < 1_700_000, "round \(round + 1): \(taken[round].memoryAddedBytes ?? 0) B of RAM")
+        }
+        for (index, snapshot) in taken.enumerated() {
+            let back = try await snapshotter.restore(snapshot.id, name: "layers-back")
+            if let pid = await back.record.pid { VMFixture.killAtExit(pid) }
+            let listing = try await back.withAgent { agent in
+                try await sh(agent, "echo 3 > /proc/sys/vm/drop_caches; for f in /root/layer-*; do sha256sum < $f; done").out
+            }
+            #expect(listing == sums[0 ... index].joined(), "snapshot \(index + 1) holds the files written before it and no later one")
+            try await back.remove(force: true)
+        }
+        for snapshot in taken.reversed() { try await store.remove(snapshot.id, force: false, machines: try env.store.list()) }
     }
 }

@@ -32,14 +32,23 @@ extension QEMUEngine: SnapshottingEngine {
         let clock = ContinuousClock()
         return try await QMPClient.connect(socketPath: paths.qmpSocket.path) { qmp in
             try await qmp.execute("migrate-set-capabilities", ["capabilities": [["capability": "x-ignore-shared", "state": ramInFile] as [String: any Sendable]] as [any Sendable]])
-            let frozenDisk = try await Self.activeDisk(qmp) ?? paths.disk(of: record)
+            let active = try await Self.activeDisk(qmp)
+            let frozenDisk = active?.file ?? paths.disk(of: record)
+            if let newDisk, let size = active?.virtualSize {
+                // Made before the pause, with stasis's cluster size (QEMU would use 64 KiB); its
+                // backing is the overlay the guest writes now, open in QEMU, hence -u and the size.
+                try await HostTool.run("qemu-img", ["create", "-q", "-f", "qcow2"] + DiskLayers.createOptions
+                    + ["-u", "-b", frozenDisk.path, "-F", "qcow2", newDisk.path, "\(size)"])
+            }
             let pausedAt = clock.now
             try await qmp.execute("stop")
             do {
                 try await qmp.execute("migrate", ["uri": "exec:cat > \(shellQuoted(state.path))"])
                 try await Self.waitForMigration(qmp)
                 if let newDisk {
-                    try await qmp.execute("blockdev-snapshot-sync", ["device": "d0", "snapshot-file": newDisk.path, "format": "qcow2"])
+                    let made = FileManager.default.fileExists(atPath: newDisk.path)
+                    try await qmp.execute("blockdev-snapshot-sync", ["device": "d0", "snapshot-file": newDisk.path, "format": "qcow2",
+                                                                     "mode": made ? "existing" : "absolute-paths"])
                     try await whilePaused(SavedState(paused: clock.now - pausedAt, ramInState: !ramInFile, frozenDisk: frozenDisk))
                     try await qmp.execute("cont")
                     return SavedState(paused: clock.now - pausedAt, ramInState: !ramInFile, frozenDisk: frozenDisk)
@@ -59,12 +68,15 @@ extension QEMUEngine: SnapshottingEngine {
         }
     }
 
-    /// The file the guest's disk writes go to now (the top of its layer chain).
-    private static func activeDisk(_ qmp: QMPClient) async throws -> URL? {
+    /// The file the guest's disk writes go to now (the top of its layer chain), and the disk's size.
+    private static func activeDisk(_ qmp: QMPClient) async throws -> (file: URL, virtualSize: Int?)? {
         let devices = try await qmp.execute("query-block") as? [any Sendable] ?? []
         for case let device as [String: any Sendable] in devices where device["device"] as? String == "d0" {
             if let inserted = device["inserted"] as? [String: any Sendable], let file = inserted["file"] as? String {
-                return URL(fileURLWithPath: file)
+                let image = inserted["image"] as? [String: any Sendable]
+                let size = (image?["virtual-size"] as? Int) ?? (image?["virtual-size"] as? Int64).map(Int.init)
+                    ?? (image?["virtual-size"] as? Double).map { Int($0) }
+                return (URL(fileURLWithPath: file), size)
             }
         }
         return nil

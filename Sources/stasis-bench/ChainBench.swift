@@ -1,0 +1,159 @@
+import ArgumentParser
+import Foundation
+import Guest
+import Machines
+import Snapshots
+import StasisCore
+
+/// `stasis-bench chain`: a session's snapshots over a long life. One machine started from the
+/// image's boot snapshot writes a little and is snapshotted (leaving it running, as every turn
+/// is) N times: what the N snapshots cost the store against one full snapshot plus what they
+/// wrote, and whether the N-th restores as fast as the first.
+struct ChainBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "chain",
+        abstract: "N snapshots of one session: stored bytes against one full snapshot plus their changes; restore of the N-th against the first.",
+        discussion: """
+        In a fresh temporary $STASIS_HOME (sharing the real one's kernel, guest agent and image):
+        boot the image (--network none), prewarm it as warm start does and take its boot
+        snapshot: the full snapshot. Restore it as one machine, then N times: write
+        --change-bytes from /dev/urandom to a new file on its disk, snapshot it with
+        --leave-running (a turn snapshot). Stored bytes are what the home's chunks/ and
+        snapshots/ folders allocate, before and after. Then restore the first and the N-th
+        snapshot in turn, --restores times each, timing restore to the first answered exec.
+        """
+    )
+
+    @Option(help: "Snapshots in the chain.") var snapshots = 100
+    @Option(help: "Image to boot.") var image = "debian"
+    @Option(help: ArgumentHelp("Guest memory.", valueName: "SIZE")) var memory = "512M"
+    @Option(help: "Incompressible bytes written to the guest's disk before each snapshot.") var changeBytes = 65536
+    @Option(help: "Timed restores of the first and of the last snapshot.") var restores = 5
+    @Flag(help: "Print JSON on stdout (the table goes to stderr).") var json = false
+
+    func validate() throws {
+        if snapshots < 2 { throw ValidationError("--snapshots must be at least 2") }
+        if restores < 1 { throw ValidationError("--restores must be at least 1") }
+        if changeBytes < 0 { throw ValidationError("--change-bytes cannot be negative") }
+        _ = try MachineSpec.parseMemory(memory)
+    }
+
+    struct Report: BenchReport {
+        var image: String
+        var memoryMiB: Int
+        var snapshots: Int
+        var changeBytes: Int
+        /// The boot snapshot: RAM frames, device state and disk, as allocated.
+        var fullSnapshotBytes: Int
+        /// What the chain added to chunks/ and snapshots/.
+        var chainBytes: Int
+        /// Parts of it, summed over the chain's manifests.
+        var memoryAddedBytes: Int
+        var stateBytes: Int
+        var diskBytes: Int
+        var takeMs: Summary
+        var firstRestoreMs: Summary
+        var lastRestoreMs: Summary
+        var command: String
+
+        var budget: Double { 1.2 * Double(fullSnapshotBytes) + Double(snapshots * changeBytes) }
+
+        func render() -> String {
+            func mb(_ bytes: Int) -> String { fmt(Double(bytes) / 1_000_000, 2) }
+            func verdict(_ ok: Bool) -> String { ok ? "MET" : "MISSED" }
+            let restoreRatio = lastRestoreMs.median / firstRestoreMs.median
+            return """
+            stasis-bench chain: \(image), \(memoryMiB) MiB guest, \(snapshots) snapshots of one machine, \(changeBytes) random bytes written before each (medians; MB = 10^6 bytes)
+            \(table(["measure", "stasis", "baseline", "ratio", "target", ""], [
+                ["\(snapshots) snapshots stored (MB)", mb(chainBytes), "1.2 × full + changes: \(fmt(budget / 1_000_000, 2))",
+                 fmt(Double(chainBytes) / budget, 2), "≤ 1.0", verdict(Double(chainBytes) <= budget)],
+                ["  RAM frames added (MB)", mb(memoryAddedBytes), "", "", "", ""],
+                ["  device state (MB)", mb(stateBytes), "", "", "", ""],
+                ["  disk layers (MB)", mb(diskBytes), "changes: \(mb(snapshots * changeBytes))", "", "", ""],
+                ["full snapshot: the boot snapshot (MB)", mb(fullSnapshotBytes), "", "", "", ""],
+                ["snapshot taken, --leave-running (ms)", fmt(takeMs.median), "", "", "", ""],
+                ["restore → first exec, snapshot \(snapshots) (ms)", fmt(lastRestoreMs.median), "snapshot 1: \(fmt(firstRestoreMs.median))",
+                 fmt(restoreRatio, 2), "≤ 1.10", verdict(restoreRatio <= 1.10)],
+            ]))
+            \(command)
+            """
+        }
+    }
+
+    func run() async throws {
+        let memoryMiB = try MachineSpec.parseMemory(memory)
+        let command = "stasis-bench chain --snapshots \(snapshots) --image \(image) --memory \(memory) --change-bytes \(changeBytes) --restores \(restores)"
+        try await BenchRun.main(json: json, quietTimeout: 60) { run, _ in
+            try await measure(run, memoryMiB: memoryMiB, command: command)
+        }
+    }
+
+    private func measure(_ run: BenchRun, memoryMiB: Int, command: String) async throws -> Report {
+        let folder = run.work.appendingPathComponent("chain")
+        let home = try SessionBench.temporaryHome(in: folder, sharing: run.home, image: image)
+        Cleanup.shared.claimMachines(home: home, prefix: "chain-")
+        let local = BenchRun(home: home, prefix: "chain-", work: folder, cli: nil)
+        let boot = try await BootArtifacts.resolve(home: home, image: image)
+        let spec = MachineSpec(image: image, memoryMiB: memoryMiB, network: .none)
+        let source = try await StasisGuest.boot(local, name: "chain-source", spec: spec, boot: boot, idle: 2, timeout: 300)
+        await WarmStart.prewarm(source)
+        let snapshotter = Snapshotter(home: home)
+        let bootSnapshot = try await snapshotter.take(source, tag: "boot", leaveRunning: false)
+        try await source.remove(force: true)
+        let full = Self.storedBytes(home)
+        progress("boot snapshot: \(full) B stored")
+
+        let machine = try await snapshotter.restore(bootSnapshot.id, name: "chain-session")
+        let clock = ContinuousClock()
+        var chain: [SnapshotManifest] = []
+        var takeMs: [Double] = []
+        for i in 1 ... snapshots {
+            let status = try await machine.withAgent(timeout: .seconds(60)) { agent in
+                try await agent.run(ExecRequest(argv: ["sh", "-c", "head -c \(changeBytes) /dev/urandom > /root/change-\(i)"])).status.shellCode
+            }
+            guard status == 0 else { throw StasisError(.guestFailure, "writing change \(i) exited \(status)") }
+            let start = clock.now
+            chain.append(try await snapshotter.take(machine, tag: "chain-\(i)", leaveRunning: true))
+            takeMs.append((clock.now - start).milliseconds)
+            if i % 10 == 0 || i == snapshots { progress("  \(i) of \(snapshots) snapshots, median \(fmt(Summary(takeMs).median)) ms each") }
+        }
+        try await machine.remove(force: true)
+        let chainBytes = Self.storedBytes(home) - full
+
+        var first: [Double] = []
+        var last: [Double] = []
+        guard let firstID = chain.first?.id, let lastID = chain.last?.id else { throw StasisError(.internalError, "empty chain") }
+        for round in 1 ... restores {
+            for (id, into) in [(firstID, 0), (lastID, 1)] {
+                let start = clock.now
+                let restored = try await snapshotter.restore(id, name: "chain-restored")
+                try await StasisGuest.execTrue(restored)
+                let ms = (clock.now - start).milliseconds
+                if into == 0 { first.append(ms) } else { last.append(ms) }
+                try await restored.remove(force: true)
+            }
+            progress("  restore round \(round): first \(fmt(first.last ?? 0)) ms, last \(fmt(last.last ?? 0)) ms")
+        }
+        return Report(
+            image: image, memoryMiB: memoryMiB, snapshots: snapshots, changeBytes: changeBytes, fullSnapshotBytes: full,
+            chainBytes: chainBytes, memoryAddedBytes: chain.reduce(0) { $0 + ($1.memoryAddedBytes ?? 0) },
+            stateBytes: chain.reduce(0) { $0 + Int($1.state.allocated) }, diskBytes: chain.reduce(0) { $0 + Int($1.disk.allocated) },
+            takeMs: Summary(takeMs), firstRestoreMs: Summary(first), lastRestoreMs: Summary(last), command: command)
+    }
+
+    /// Bytes allocated under the home's chunks/ and snapshots/ (RAM caches for forks left out).
+    static func storedBytes(_ home: StasisHome) -> Int {
+        var total = 0
+        for folder in [home.root.appendingPathComponent("chunks"), home.snapshots] {
+            guard let walker = FileManager.default.enumerator(atPath: folder.path) else { continue }
+            while let name = walker.nextObject() as? String {
+                guard !name.hasSuffix("memory.cache") else { continue }
+                var st = stat()
+                if lstat(folder.appendingPathComponent(name).path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG {
+                    total += Int(st.st_blocks) * 512
+                }
+            }
+        }
+        return total
+    }
+}
