@@ -84,6 +84,14 @@ public final class ChunkStore: Sendable {
         return (ChunkRef(hash: hash, rawSize: raw.count, storedSize: frame.count), true)
     }
 
+    /// A chunk's name and compressed frame, not written anywhere: for a caller that packs small
+    /// chunks into one file of its own. Nil for an all-zero chunk.
+    func encode(_ raw: UnsafeRawBufferPointer, codec: Zstd, prefix: UnsafeRawBufferPointer? = nil) throws -> (hash: String, frame: [UInt8])? {
+        if FileIO.isZero(raw) { return nil }
+        let hash = prefix.map { ChunkStore.deltaHash(prefix: $0, raw: raw) } ?? ChunkStore.hash(raw)
+        return (hash, try codec.compress(raw, level: level, prefix: prefix))
+    }
+
     /// fsyncs every folder whose entries changed since the last call, once each: a snapshot of
     /// thousands of chunks costs at most 257 folder fsyncs, not one per chunk.
     public func sync() throws {
@@ -163,18 +171,20 @@ public final class ChunkStore: Sendable {
 
     /// Decompresses chunk `ref` into the first `ref.rawSize` bytes of `buffer`, verifies it, and
     /// returns the stored frame (for an export that copies it). A delta chunk needs its `prefix`.
+    /// `packedAt`: the chunk is not a file of the store but `ref.storedSize` bytes at that
+    /// offset of a pack file.
     @discardableResult
     func load(_ ref: ChunkRef, into buffer: UnsafeMutableRawBufferPointer, codec: Zstd,
-              prefix: UnsafeRawBufferPointer? = nil) throws -> [UInt8] {
+              prefix: UnsafeRawBufferPointer? = nil, packedAt: (pack: URL, offset: Int)? = nil) throws -> [UInt8] {
         try checkReference(ref)
-        let path = self.path(of: ref.hash)
+        let path = packedAt?.pack.path ?? self.path(of: ref.hash)
         let fd = try FileIO.openForReading(path)
         defer { close(fd) }
-        let size = try FileIO.size(fd, path: path)
+        let size = packedAt == nil ? try FileIO.size(fd, path: path) : ref.storedSize
         guard size > 0, size <= Zstd.compressBound(ref.rawSize) else {
             throw StasisError(.corrupted, "chunk \(ref.hash) is damaged: \(size) bytes stored for \(ref.rawSize)")
         }
-        let frame = try FileIO.readExactly(fd, count: size, at: 0)
+        let frame = try FileIO.readExactly(fd, count: size, at: packedAt?.offset ?? 0)
         do {
             try frame.withUnsafeBytes { try codec.decompress($0, expectedSize: ref.rawSize, into: buffer, prefix: prefix) }
         } catch {

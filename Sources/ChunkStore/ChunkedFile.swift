@@ -12,15 +12,18 @@ public struct ChunkedFile: Sendable {
     public let workers: Int
     /// The file delta chunks were compressed against, when the list has any.
     public let reference: FrameReference?
+    /// The list's pack file, when it has packed chunks.
+    public let pack: URL?
 
     /// Non-zero frames one worker takes at a time.
     static let framesPerBatch = 64
 
     /// The file described by `frames`, its chunks in `store`, its delta chunks against `reference`.
-    public init(store: ChunkStore, frames: FrameList, reference: FrameReference? = nil, workers: Int? = nil) {
+    public init(store: ChunkStore, frames: FrameList, reference: FrameReference? = nil, pack: URL? = nil, workers: Int? = nil) {
         self.store = store
         self.frames = frames
         self.reference = reference
+        self.pack = pack
         self.workers = max(1, workers ?? ParallelWork.defaultWorkers())
     }
 
@@ -103,12 +106,17 @@ public struct ChunkedFile: Sendable {
                 continue
             }
             do {
+                var packedAt: (URL, Int)? = nil
+                if let offset = patch.packOffset {
+                    guard let pack else { throw StasisError(.notFound, "it is in a pack file, and none was given") }
+                    packedAt = (pack, offset)
+                }
                 if patch.isDelta {
                     // Compressed against the page it replaces, which the frame's chunk just wrote.
                     let beneath = [UInt8](UnsafeRawBufferPointer(page))
-                    try beneath.withUnsafeBytes { try store.load(chunk, into: page, codec: codec, prefix: $0) }
+                    try beneath.withUnsafeBytes { try store.load(chunk, into: page, codec: codec, prefix: $0, packedAt: packedAt) }
                 } else {
-                    try store.load(chunk, into: page, codec: codec)
+                    try store.load(chunk, into: page, codec: codec, packedAt: packedAt)
                 }
             } catch {
                 throw ChunkedFile.frameError(index, chunk, error)

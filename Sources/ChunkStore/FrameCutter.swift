@@ -37,7 +37,12 @@ public struct FrameCutter: Sendable {
     ///
     /// With `reference`, a frame inside one of its segments is stored as a delta against the
     /// reference's bytes for it (`FrameReference`); `base` is then read with the same reference.
-    public func cut(_ url: URL, base: FrameList? = nil, reference: FrameReference? = nil) throws -> CutResult {
+    ///
+    /// With `pack` (and `basePack`, the base's own), new page patches go into that one file, written
+    /// and fsynced here, instead of a store file each: a page delta of a few hundred bytes would
+    /// otherwise take a whole file system block.
+    public func cut(_ url: URL, base: FrameList? = nil, reference: FrameReference? = nil, pack: URL? = nil,
+                    basePack: URL? = nil) throws -> CutResult {
         let path = url.path
         let fd = try FileIO.openForReading(path)
         defer { close(fd) }
@@ -51,9 +56,11 @@ public struct FrameCutter: Sendable {
         let frameSize = self.frameSize
         let store = self.store
         let base = base.flatMap {
-            $0.frameSize == frameSize && frameSize > FrameList.pageSize ? ChunkedFile(store: store, frames: $0, reference: reference, workers: 1) : nil
+            $0.frameSize == frameSize && frameSize > FrameList.pageSize
+                ? ChunkedFile(store: store, frames: $0, reference: reference, pack: basePack, workers: 1) : nil
         }
         let batchCapacity = max(frameSize, FrameCutter.batchBytes)
+        let basePacked = base?.frames.packedChunks ?? []
         do {
             try ParallelWork.run(workers: min(workers, max(batches.count, 1))) { _, work in
                 let codec = try Zstd()
@@ -91,7 +98,8 @@ public struct FrameCutter: Sendable {
                             if prefix != nil { local.deltaChunks.insert(hash) }
                             continue
                         }
-                        if let base, let (ref, pages) = try patch(frame, index: index, over: base, scratch: baseFrame, codec: codec, tally: &local) {
+                        if let base, let (ref, pages) = try patch(frame, index: index, over: base, scratch: baseFrame, codec: codec,
+                                                                   packing: pack != nil, basePacked: basePacked, tally: &local) {
                             local.frames.append((index, ref))
                             local.patches[index] = pages
                             continue
@@ -108,7 +116,8 @@ public struct FrameCutter: Sendable {
             throw StasisError(error.code, "cannot cut \(path) into frames", cause: error)
         }
         try store.sync()
-        let tally = results.withLock { $0 }
+        var tally = results.withLock { $0 }
+        if let pack { try writePack(&tally, to: pack) }
         let frames = try FrameList(frameSize: frameSize, totalSize: size, frames: tally.frames, patches: tally.patches,
                                    reference: tally.deltaChunks.isEmpty ? nil : reference?.identity, deltaChunks: tally.deltaChunks)
         let holes = frames.frameCount - frames.nonZeroFrames.count - tally.zeroFrames
@@ -132,7 +141,7 @@ public struct FrameCutter: Sendable {
     /// or returns nil (no base frame, too many pages differ, or the base chunk cannot be read:
     /// then the frame is stored whole).
     private func patch(_ frame: UnsafeRawBufferPointer, index: Int, over base: ChunkedFile, scratch: UnsafeMutableRawBufferPointer,
-                       codec: Zstd, tally: inout Tally) throws -> (ChunkRef, [FrameList.PagePatch])? {
+                       codec: Zstd, packing: Bool, basePacked: Set<String>, tally: inout Tally) throws -> (ChunkRef, [FrameList.PagePatch])? {
         guard let position = base.position(ofFrame: index), let ours = frame.baseAddress, let theirs = scratch.baseAddress,
               let baseRef = try? base.loadChunk(position: position, into: scratch, codec: codec),
               baseRef.rawSize == frame.count else { return nil }
@@ -151,12 +160,55 @@ public struct FrameCutter: Sendable {
             let old = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(scratch)[range])
             let new = UnsafeRawBufferPointer(rebasing: frame[range])
             let prefix = FileIO.isZero(old) ? nil : old
+            // A page the base packed too has outlived one snapshot: it goes to the store, where
+            // every later snapshot finds it, instead of into each one's pack again.
+            let promote = !basePacked.isEmpty && basePacked.contains(FrameCutter.name(of: new, prefix: prefix))
+            if packing, !promote {
+                guard let (hash, bytes) = try store.encode(new, codec: codec, prefix: prefix) else {
+                    pages.append(FrameList.PagePatch(page: page, chunk: nil))
+                    continue
+                }
+                let ref = ChunkRef(hash: hash, rawSize: new.count, storedSize: bytes.count)
+                if let known = store.stored(hash: hash, rawSize: new.count) {
+                    pages.append(FrameList.PagePatch(page: page, chunk: known, isDelta: prefix != nil))
+                } else {
+                    // Its offset is known once every worker is done (`writePack`): -1 until then.
+                    tally.packed[hash] = bytes
+                    pages.append(FrameList.PagePatch(page: page, chunk: ref, isDelta: prefix != nil, packOffset: -1))
+                }
+                continue
+            }
             let stored = try store.store(new, codec: codec, prefix: prefix)
             if let stored, stored.isNew { tally.written[stored.ref.hash] = stored.ref.storedSize }
             pages.append(FrameList.PagePatch(page: page, chunk: stored?.ref, isDelta: prefix != nil))
         }
         if base.frames.isDelta(at: position) { tally.deltaChunks.insert(baseRef.hash) }
         return (baseRef, pages)
+    }
+
+    /// A chunk's name: what `ChunkStore` would call these bytes.
+    static func name(of raw: UnsafeRawBufferPointer, prefix: UnsafeRawBufferPointer?) -> String {
+        prefix.map { ChunkStore.deltaHash(prefix: $0, raw: raw) } ?? ChunkStore.hash(raw)
+    }
+
+    /// Writes the packed chunks to `pack` (in hash order, so the same cut gives the same file),
+    /// fsynced, and sets each patch's offset.
+    private func writePack(_ tally: inout Tally, to pack: URL) throws {
+        var offsets: [String: Int] = [:]
+        var bytes: [UInt8] = []
+        for hash in tally.packed.keys.sorted() {
+            offsets[hash] = bytes.count
+            bytes += tally.packed[hash] ?? []
+        }
+        try AtomicFile.write(Data(bytes), to: pack)
+        for (frame, pages) in tally.patches {
+            tally.patches[frame] = pages.map { patch in
+                var patch = patch
+                if patch.packOffset != nil, let hash = patch.chunk?.hash { patch.packOffset = offsets[hash] }
+                return patch
+            }
+        }
+        for (hash, frame) in tally.packed { tally.written[hash] = frame.count }
     }
 
     /// Frame ranges covering `ranges` (byte ranges with data), merged and split so that each is
@@ -190,6 +242,8 @@ public struct FrameCutter: Sendable {
         var frames: [(index: Int, ref: ChunkRef)] = []
         var patches: [Int: [FrameList.PagePatch]] = [:]
         var deltaChunks: Set<String> = []
+        /// New page chunks bound for the pack file, by hash.
+        var packed: [String: [UInt8]] = [:]
         var written: [String: Int] = [:]
         var zeroFrames = 0
         var bytesRead = 0
@@ -198,6 +252,7 @@ public struct FrameCutter: Sendable {
             frames += other.frames
             patches.merge(other.patches) { first, _ in first }
             deltaChunks.formUnion(other.deltaChunks)
+            packed.merge(other.packed) { first, _ in first }
             written.merge(other.written) { first, _ in first }
             zeroFrames += other.zeroFrames
             bytesRead += other.bytesRead

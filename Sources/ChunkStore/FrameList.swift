@@ -19,7 +19,9 @@ import StasisCore
 /// Version 3 adds delta chunks, compressed against bytes the reader already has: a frame's chunk
 /// against the reference's bytes for that frame (`FrameReference`: the guest kernel), a page
 /// patch against the page it replaces in the frame's chunk (most changed pages differ from
-/// their old content in a few words).
+/// their old content in a few words). It also adds packed chunks: page patches kept in one pack
+/// file beside the list (`packed`: each one's offset there) rather than one store file each,
+/// because a few hundred bytes in a file of their own take a whole file system block.
 public struct FrameList: Codable, Equatable, Sendable {
     /// The newest format written (version 1 without patches or reference, 2 with patches) and read.
     public static let currentVersion = 3
@@ -51,6 +53,8 @@ public struct FrameList: Codable, Equatable, Sendable {
     /// Positions in `chunks` of delta chunks: a frame's chunk (against the reference) or a page
     /// patch (against the page beneath it); a chunk is never both, their sizes differ.
     let deltaSlots: Set<Int>
+    /// Positions in `chunks` of page chunks kept in the list's pack file, with their offsets there.
+    let packedAt: [Int: Int]
 
     /// A page patch as kept: the page and its chunk's position in `chunks`, or -1 for zeros.
     struct StoredPatch: Equatable, Sendable {
@@ -60,15 +64,18 @@ public struct FrameList: Codable, Equatable, Sendable {
 
     /// A page of a frame stored on its own over the frame's chunk; nil chunk: the page is zeros.
     /// `isDelta`: the chunk is compressed against the page of the frame's chunk it replaces.
+    /// `packOffset`: the chunk is in the list's pack file, at that offset.
     public struct PagePatch: Equatable, Sendable {
         public var page: Int
         public var chunk: ChunkRef?
         public var isDelta: Bool
+        public var packOffset: Int?
 
-        public init(page: Int, chunk: ChunkRef?, isDelta: Bool = false) {
+        public init(page: Int, chunk: ChunkRef?, isDelta: Bool = false, packOffset: Int? = nil) {
             self.page = page
             self.chunk = chunk
             self.isDelta = isDelta && chunk != nil
+            self.packOffset = chunk == nil ? nil : packOffset
         }
     }
     /// "sha256f:" + SHA-256 over frame size, total size and each non-zero frame's index and chunk
@@ -85,6 +92,14 @@ public struct FrameList: Codable, Equatable, Sendable {
     public var deltaFrames: Int { chunkOfFrame.filter(deltaSlots.contains).count }
     /// Stored bytes of the frames' delta chunks (not counting page deltas).
     public var deltaBytes: Int { Set(chunkOfFrame).intersection(deltaSlots).reduce(0) { $0 + storedSizes[$1] } }
+    /// The chunks that are files of the chunk store (not in the pack).
+    public var storeChunks: [String] { chunks.indices.filter { packedAt[$0] == nil }.map { chunks[$0] } }
+    /// The chunks in the pack file.
+    public var packedChunks: Set<String> { Set(packedAt.keys.map { chunks[$0] }) }
+    /// Bytes of chunks in the pack file.
+    public var packedBytes: Int { packedAt.keys.reduce(0) { $0 + storedSizes[$1] } }
+    /// The length the pack file must have at least (0: the list has none).
+    public var packLength: Int { packedAt.map { $0.value + storedSizes[$0.key] }.max() ?? 0 }
 
     /// A frame list from the non-zero frames' chunks (any order), and page patches over some of
     /// them keyed by frame index; every other frame is zero. `deltaChunks` are chunks compressed
@@ -93,6 +108,7 @@ public struct FrameList: Codable, Equatable, Sendable {
     public init(frameSize: Int, totalSize: Int, frames: some Sequence<(index: Int, ref: ChunkRef)>,
                 patches: [Int: [PagePatch]] = [:], reference: FrameReference.Identity? = nil,
                 deltaChunks: Set<String> = []) throws {
+        var packed: [String: Int] = [:]
         try FrameList.checkGeometry(frameSize: frameSize, totalSize: totalSize, error: .invalidArgument)
         if let reference { try FrameList.checkReference(reference, totalSize: totalSize, error: .invalidArgument) }
 
@@ -136,6 +152,7 @@ public struct FrameList: Codable, Equatable, Sendable {
                         }
                         let chunkSlot = slot(of: chunk)
                         if patch.isDelta { patchDeltas.insert(chunkSlot) }
+                        if let offset = patch.packOffset { packed[chunk.hash] = offset }
                         stored.append(StoredPatch(page: patch.page, slot: chunkSlot))
                     } else {
                         stored.append(StoredPatch(page: patch.page, slot: -1))
@@ -152,6 +169,9 @@ public struct FrameList: Codable, Equatable, Sendable {
         let deltaSlots = Set(deltaChunks.compactMap { position[$0] }).union(patchDeltas)
         try FrameList.checkDeltas(deltaSlots, frames: indices, chunkOfFrame: chunkOfFrame, patches: patchesAt, frameSize: frameSize,
                                   totalSize: totalSize, reference: reference, error: .invalidArgument)
+        var packedAt: [Int: Int] = [:]
+        for (hash, offset) in packed { if let slot = position[hash] { packedAt[slot] = offset } }
+        try FrameList.checkPacked(packedAt, chunkOfFrame: chunkOfFrame, error: .invalidArgument)
         self.frameSize = frameSize
         self.totalSize = totalSize
         self.chunks = chunks
@@ -161,8 +181,10 @@ public struct FrameList: Codable, Equatable, Sendable {
         self.patchesAt = patchesAt
         self.reference = reference
         self.deltaSlots = deltaSlots
+        self.packedAt = packedAt
         self.digest = FrameList.digest(frameSize: frameSize, totalSize: totalSize, frames: indices, chunkOfFrame: chunkOfFrame,
-                                       chunks: chunks, patches: patchesAt, reference: reference, deltaSlots: deltaSlots)
+                                       chunks: chunks, patches: patchesAt, reference: reference, deltaSlots: deltaSlots,
+                                       packedAt: packedAt)
     }
 
     /// Whether the `position`-th non-zero frame's chunk is a delta against the reference.
@@ -199,7 +221,8 @@ public struct FrameList: Codable, Equatable, Sendable {
         return stored.map { patch in
             PagePatch(page: patch.page, chunk: patch.slot < 0 ? nil : ChunkRef(
                 hash: chunks[patch.slot], rawSize: FrameList.rawSize(ofPage: patch.page, frameRawSize: frameRaw),
-                storedSize: storedSizes[patch.slot]), isDelta: deltaSlots.contains(patch.slot))
+                storedSize: storedSizes[patch.slot]), isDelta: deltaSlots.contains(patch.slot),
+                packOffset: patch.slot < 0 ? nil : packedAt[patch.slot])
         }
     }
 
@@ -266,8 +289,20 @@ public struct FrameList: Codable, Equatable, Sendable {
         }
     }
 
+    /// Packed chunks are pages only (a frame's chunk is a store file), at offsets a file can have.
+    private static func checkPacked(_ packedAt: [Int: Int], chunkOfFrame: [Int], error code: StasisError.Code) throws {
+        guard !packedAt.isEmpty else { return }
+        guard packedAt.values.allSatisfy({ $0 >= 0 && $0 <= maxTotalSize }) else {
+            throw StasisError(code, "frame list has a packed chunk at an offset outside 0…\(maxTotalSize)")
+        }
+        guard Set(chunkOfFrame).isDisjoint(with: packedAt.keys) else {
+            throw StasisError(code, "frame list packs a frame's chunk; only pages are packed")
+        }
+    }
+
     private static func digest(frameSize: Int, totalSize: Int, frames: [Int], chunkOfFrame: [Int], chunks: [String],
-                               patches: [Int: [StoredPatch]], reference: FrameReference.Identity?, deltaSlots: Set<Int>) -> String {
+                               patches: [Int: [StoredPatch]], reference: FrameReference.Identity?, deltaSlots: Set<Int>,
+                               packedAt: [Int: Int]) -> String {
         var hasher = SHA256()
         hasher.update(data: Array("stasis.framelist.1".utf8))
         func add(_ value: Int) {
@@ -304,13 +339,20 @@ public struct FrameList: Codable, Equatable, Sendable {
             hasher.update(data: Array("deltas".utf8))
             for slot in deltaSlots.sorted() { hasher.update(data: raw[slot]) }
         }
+        if !packedAt.isEmpty {
+            hasher.update(data: Array("packed".utf8))
+            for slot in packedAt.keys.sorted() {
+                hasher.update(data: raw[slot])
+                add(packedAt[slot] ?? 0)
+            }
+        }
         return "sha256f:" + Hex.encode(hasher.finalize())
     }
 
     // MARK: Codable
 
     private enum CodingKeys: String, CodingKey {
-        case version, frameSize, totalSize, chunks, storedSizes, frames, patches, reference, deltas, digest
+        case version, frameSize, totalSize, chunks, storedSizes, frames, patches, reference, deltas, packed, digest
     }
 
     private enum ReferenceKeys: String, CodingKey {
@@ -319,7 +361,7 @@ public struct FrameList: Codable, Equatable, Sendable {
 
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(reference != nil || !deltaSlots.isEmpty ? 3 : patchesAt.isEmpty ? 1 : 2, forKey: .version)
+        try container.encode(reference != nil || !deltaSlots.isEmpty || !packedAt.isEmpty ? 3 : patchesAt.isEmpty ? 1 : 2, forKey: .version)
         try container.encode(frameSize, forKey: .frameSize)
         try container.encode(totalSize, forKey: .totalSize)
         try container.encode(chunks, forKey: .chunks)
@@ -348,6 +390,8 @@ public struct FrameList: Codable, Equatable, Sendable {
             try nested.encode(reference.segments.flatMap { [$0.offset, $0.fileOffset, $0.length] }, forKey: .segments)
         }
         if !deltaSlots.isEmpty { try container.encode(deltaSlots.sorted(), forKey: .deltas) }
+        // Flat pairs: chunk position, offset in the pack file.
+        if !packedAt.isEmpty { try container.encode(packedAt.keys.sorted().flatMap { [$0, packedAt[$0] ?? 0] }, forKey: .packed) }
         try container.encode(digest, forKey: .digest)
     }
 
@@ -378,6 +422,7 @@ public struct FrameList: Codable, Equatable, Sendable {
             reference = FrameReference.Identity(digest: try nested.decode(String.self, forKey: .digest), segments: segments)
         }
         if version >= 3 { deltas = try container.decodeIfPresent([Int].self, forKey: .deltas) ?? [] }
+        let pairs = version >= 3 ? try container.decodeIfPresent([Int].self, forKey: .packed) ?? [] : []
         let digest = try container.decode(String.self, forKey: .digest)
         guard storedSizes.count == chunks.count else {
             throw StasisError(.corrupted, "frame list has \(chunks.count) chunks but \(storedSizes.count) stored sizes")
@@ -424,8 +469,18 @@ public struct FrameList: Codable, Equatable, Sendable {
         let deltaSlots = Set(deltas)
         try FrameList.checkDeltas(deltaSlots, frames: indices, chunkOfFrame: chunkOfFrame, patches: patchesAt, frameSize: frameSize,
                                   totalSize: totalSize, reference: reference, error: .corrupted)
+        guard pairs.count % 2 == 0 else { throw StasisError(.corrupted, "frame list packed chunks are not whole pairs") }
+        var packedAt: [Int: Int] = [:]
+        for start in stride(from: 0, to: pairs.count, by: 2) {
+            guard pairs[start] >= 0, pairs[start] < chunks.count, packedAt[pairs[start]] == nil else {
+                throw StasisError(.corrupted, "frame list packs chunk \(pairs[start]) of \(chunks.count), or twice")
+            }
+            packedAt[pairs[start]] = pairs[start + 1]
+        }
+        try FrameList.checkPacked(packedAt, chunkOfFrame: chunkOfFrame, error: .corrupted)
         let computed = FrameList.digest(frameSize: frameSize, totalSize: totalSize, frames: indices, chunkOfFrame: chunkOfFrame,
-                                        chunks: chunks, patches: patchesAt, reference: reference, deltaSlots: deltaSlots)
+                                        chunks: chunks, patches: patchesAt, reference: reference, deltaSlots: deltaSlots,
+                                        packedAt: packedAt)
         guard computed == digest else {
             throw StasisError(.corrupted, "frame list digest is \(digest.prefix(80)); its content gives \(computed)")
         }
@@ -438,6 +493,7 @@ public struct FrameList: Codable, Equatable, Sendable {
         self.patchesAt = patchesAt
         self.reference = reference
         self.deltaSlots = deltaSlots
+        self.packedAt = packedAt
         self.digest = digest
     }
 

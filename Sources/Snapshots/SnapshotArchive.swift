@@ -117,7 +117,8 @@ public struct SnapshotArchive: Sendable {
             let writers = try await runBlocking { [store] in try FileLock.acquire(store.chunkWritersLock, shared: true) }
             defer { withExtendedLifetime(writers) {} }
             if let memory = manifest.memory {
-                let cut = try await Snapshotter(home: home).storeMemory(staged.appendingPathComponent(memory.file), kernel: manifest.kernel)
+                let cut = try await Snapshotter(home: home).storeMemory(staged.appendingPathComponent(memory.file), kernel: manifest.kernel,
+                                                                      pack: staged.appendingPathComponent(SnapshotStore.memoryPackName))
                 manifest.memoryFrames = cut.frames
                 manifest.memoryAddedBytes = cut.newBytes
                 manifest.memory = nil

@@ -27,7 +27,8 @@ public struct StorageUsage: Sendable, Encodable {
     /// What the chunk store takes: every frame once.
     public var chunkStoreBytes: Int
     public var chunks: Int
-    /// Device state and disk layers, kept as files in the snapshot folders (allocated bytes).
+    /// Device state, disk layers and packed RAM page patches, kept as files in the snapshot
+    /// folders (allocated bytes).
     public var stateAndDiskBytes: Int
     /// RAM caches materialized for forks (allocated bytes); `stasis gc` drops unused ones.
     public var cacheBytes: Int
@@ -97,8 +98,10 @@ extension SnapshotStore {
                                  stateAndDiskBytes: 0, cacheBytes: 0, dedupRatio: 1)
         for manifest in manifests {
             usage.memoryLogicalBytes += manifest.memoryFrames?.totalSize ?? Int(manifest.memory?.size ?? 0)
-            usage.memoryReferencedBytes += manifest.memoryFrames?.storedBytes ?? 0
+            // Page patches packed in the snapshot's folder are its own, like its state and disk.
+            usage.memoryReferencedBytes += (manifest.memoryFrames?.storedBytes ?? 0) - (manifest.memoryFrames?.packedBytes ?? 0)
             usage.stateAndDiskBytes += manifest.parts.reduce(0) { $0 + Int($1.allocated) }
+                + (manifest.memoryFrames?.packLength ?? 0 > 0 ? Self.allocatedBytes(memoryPack(manifest.id)) ?? 0 : 0)
             usage.cacheBytes += Self.allocatedBytes(memoryCache(manifest.id)) ?? 0
         }
         if usage.chunkStoreBytes > 0 {

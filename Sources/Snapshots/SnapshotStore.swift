@@ -44,8 +44,15 @@ public struct SnapshotStore: Sendable {
     /// A snapshot's RAM as a chunked file, with the reference its kernel frames were stored
     /// against (the store's own link to that vmlinux, by digest).
     func memoryFile(_ manifest: SnapshotManifest, frames: FrameList, store: ChunkStore) -> ChunkedFile {
-        ChunkedFile(store: store, frames: frames, reference: frames.reference.map(reference(for:)))
+        ChunkedFile(store: store, frames: frames, reference: frames.reference.map(reference(for:)),
+                    pack: frames.packLength > 0 ? memoryPack(manifest.id) : nil)
     }
+
+    /// The file a snapshot's RAM page patches are packed in (`FrameList` packed chunks).
+    public func memoryPack(_ id: String) -> URL { directory(id).appendingPathComponent(Self.memoryPackName) }
+
+    /// The pack file's name in a snapshot folder.
+    public static let memoryPackName = "pages.pack"
 
     /// The guest kernel `version` as a frame reference, its bytes linked into the store's
     /// `references/` first; nil when the kernel is not installed or cannot serve as one.
@@ -155,9 +162,17 @@ public struct SnapshotStore: Sendable {
         if let frames = manifest.memoryFrames {
             if let identity = frames.reference { try checkReference(manifest, identity) }
             let chunks = try chunkStore()
-            for position in frames.chunks.indices where !chunks.contains(frames.chunks[position]) {
+            let packed = Set(frames.chunks).subtracting(frames.storeChunks)
+            for position in frames.chunks.indices where !packed.contains(frames.chunks[position]) && !chunks.contains(frames.chunks[position]) {
                 let frame = frames.frameIndex(ofChunk: position) ?? 0
                 throw StasisError(.corrupted, "snapshot \(manifest.id) is damaged: frame \(frame) of its memory (chunk \(frames.chunks[position])) is missing from the chunk store")
+            }
+            if frames.packLength > 0 {
+                let pack = memoryPack(manifest.id)
+                var st = stat()
+                guard stat(pack.path, &st) == 0, Int(st.st_size) >= frames.packLength else {
+                    throw StasisError(.corrupted, "snapshot \(manifest.id) is damaged: its \(pack.lastPathComponent) is missing or shorter than the \(frames.packLength) bytes its memory's page patches need")
+                }
             }
             if deep {
                 do { try memoryFile(manifest, frames: frames, store: chunks).verify() } catch {

@@ -49,7 +49,8 @@ public struct Snapshotter: Sendable {
                 if let memory = capture.memory {
                     // Frames the guest changed a few pages of since its parent cost those pages.
                     let parent = manifest.parent.flatMap { try? snapshots.manifest($0) }
-                    let cut = try await storeMemory(memory, base: parent?.memoryFrames, kernel: manifest.kernel)
+                    let cut = try await storeMemory(memory, base: parent, kernel: manifest.kernel,
+                                                    pack: staged.appendingPathComponent(SnapshotStore.memoryPackName))
                     manifest.memoryFrames = cut.frames
                     manifest.memoryAddedBytes = cut.newBytes
                     manifest.memory = nil
@@ -105,11 +106,15 @@ public struct Snapshotter: Sendable {
     /// Cuts a RAM file into the chunk store and removes it: only frames no earlier snapshot
     /// stored cost anything, frames that differ from `base`'s in a few pages cost the pages, and
     /// the guest `kernel`'s pages are stored as deltas against its vmlinux.
-    func storeMemory(_ file: URL, base: FrameList? = nil, kernel: String?) async throws -> CutResult {
+    /// New page patches go into `pack`, a file of the snapshot's own folder.
+    func storeMemory(_ file: URL, base: SnapshotManifest? = nil, kernel: String?, pack: URL) async throws -> CutResult {
         let chunks = try snapshots.chunkStore()
         let reference = kernel.flatMap(snapshots.kernelReference)
+        let baseFrames = base?.memoryFrames
+        let basePack = base.map { snapshots.memoryPack($0.id) }
         let cut = try await runBlocking {
-            try FrameCutter(store: chunks, frameSize: SnapshotStore.memoryFrameSize).cut(file, base: base, reference: reference)
+            try FrameCutter(store: chunks, frameSize: SnapshotStore.memoryFrameSize)
+                .cut(file, base: baseFrames, reference: reference, pack: pack, basePack: basePack)
         }
         try FileManager.default.removeItem(at: file)
         return cut

@@ -297,6 +297,37 @@ import Testing
         #expect(try contents(copy) == bytes)
     }
 
+    /// Page patches go into one pack file, not a store file each; a page still patched in the
+    /// next cut moves to the store, so packs hold only what changed since the cut before.
+    @Test func pagePatchesArePackedAndPagesThatLastMoveToTheStore() throws {
+        let dir = try makeTemporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (base, changed) = try Self.makeBaseAndChange(dir)
+        let store = try ChunkStore(root: dir)
+        let cutter = try FrameCutter(store: store, frameSize: 65536)
+        let first = try cutter.cut(base)
+        let pack = dir.appendingPathComponent("pages.pack")
+        let chunksBefore = try store.allHashes()
+        let second = try cutter.cut(changed, base: first.frames, pack: pack)
+        #expect(second.frames.packedChunks.count == 3, "the three changed pages: \(second.frames.packedChunks.count)")
+        #expect(try store.allHashes().subtracting(chunksBefore).count == 1, "only the whole new frame is a store file")
+        #expect(try allocatedBytes(pack) <= 16384 && second.frames.packLength == Int(try contents(pack).count))
+        let file = ChunkedFile(store: store, frames: second.frames, pack: pack)
+        let copy = dir.appendingPathComponent("copy")
+        try file.materialize(to: copy)
+        #expect(try contents(copy) == contents(changed))
+        let json = try JSONEncoder().encode(second.frames)
+        #expect(try JSONDecoder().decode(FrameList.self, from: json) == second.frames)
+        let noPack = #expect(throws: StasisError.self) { try ChunkedFile(store: store, frames: second.frames).verify() }
+        #expect(noPack?.code == .notFound, "\(String(describing: noPack))")
+
+        // The same change cut again over the second: its pages now live in the store.
+        let third = try cutter.cut(changed, base: second.frames, pack: dir.appendingPathComponent("third.pack"), basePack: pack)
+        #expect(third.frames.packedChunks.isEmpty && third.frames.patchedFrames == second.frames.patchedFrames)
+        try ChunkedFile(store: store, frames: third.frames).materialize(to: copy)
+        #expect(try contents(copy) == contents(changed))
+    }
+
     @Test func aDamagedPageFailsNamingTheFrameAndItsChunk() throws {
         let dir = try makeTemporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
