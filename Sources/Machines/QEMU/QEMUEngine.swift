@@ -12,7 +12,7 @@ public struct QEMUEngine: MachineEngine {
     }
 
     public func checkInstalled(for spec: MachineSpec) throws {
-        var needed = [(qemuBinary, "qemu-system-x86"), ("qemu-img", "qemu-utils")]
+        var needed = [(qemuBinary, "qemu-system-x86"), ("qemu-img", "qemu-utils"), ("zstd", "zstd")]
         if !spec.allowedHosts.isEmpty { needed.append(("socat", "socat")) }
         for (program, package) in needed where HostTool.which(program) == nil && !(program.contains("/") && access(program, X_OK) == 0) {
             throw StasisError(.missingDependency, "\(program) is not installed: run scripts/setup.sh (or apt-get install \(package))")
