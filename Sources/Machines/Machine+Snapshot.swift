@@ -30,6 +30,21 @@ extension Machine {
         }
     }
 
+    /// A lower disk layer to collapse a snapshot's disk onto, instead of the machine's base: its
+    /// path and format, and, when it is not in the machine's backing chain (a snapshot of this
+    /// machine left running), the run-folder overlay whose content it equals.
+    public struct CollapseTarget: Sendable {
+        public var path: String
+        public var format: String
+        public var above: String?
+
+        public init(path: String, format: String, above: String?) {
+            self.path = path
+            self.format = format
+            self.above = above
+        }
+    }
+
     /// Pauses the machine, writes its whole execution state into `directory` (device state, RAM,
     /// disk) and hands it to `commit`. Without `leaveRunning` the machine is stopped afterwards,
     /// and `commit` runs while the guest is still paused: a crash at any moment leaves either a
@@ -37,7 +52,7 @@ extension Machine {
     /// disk overlay after a short pause, and `commit` runs after that. `collapseOnto` (a path and
     /// its format) collapses the disk onto that lower layer instead of the machine's own base,
     /// to keep chains of layers short.
-    public func capture(into directory: URL, leaveRunning: Bool, collapseOnto: (path: String, format: String)? = nil,
+    public func capture(into directory: URL, leaveRunning: Bool, collapseOnto: CollapseTarget? = nil,
                         commit: @Sendable (Capture) async throws -> Void) async throws {
         let engine = try snapshotEngine
         let current = try refresh()
@@ -52,7 +67,7 @@ extension Machine {
         let layered = collapseOnto == nil ? current.lastSnapshot.flatMap { last in
             FileManager.default.fileExists(atPath: last.disk) && FileManager.default.fileExists(atPath: last.layer) ? last : nil
         } : nil
-        let (base, baseFormat) = collapseOnto ?? layered.map { ($0.disk, "qcow2") } ?? (ownBase, ownFormat)
+        let (base, baseFormat) = collapseOnto.map { ($0.path, $0.format) } ?? layered.map { ($0.disk, "qcow2") } ?? (ownBase, ownFormat)
         let accel = AcceleratorChoice(kind: current.accelerator == "kvm" ? .kvm : .tcg, reason: "")
         let version = try await engine.version()
         let state = directory.appendingPathComponent("state")
@@ -68,6 +83,8 @@ extension Machine {
         let collapse = { @Sendable (frozen: URL) async throws in
             if let layered {
                 try await DiskLayers.collapse(top: frozen, above: layered.layer, onto: layered.disk, format: "qcow2", into: diskOut)
+            } else if let mark = collapseOnto?.above {
+                try await DiskLayers.collapse(top: frozen, above: mark, onto: base, format: baseFormat, into: diskOut)
             } else if collapseOnto == nil, frozen.lastPathComponent == firstOverlay {
                 try await HostTool.run("qemu-img", ["convert", "-U", "-O", "qcow2"] + DiskLayers.createOptions + ["-B", base, "-F", baseFormat, frozen.path, diskOut.path])
             } else {

@@ -61,6 +61,13 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
     /// Stored bytes of the chunks this snapshot added to the store when it was made: what it
     /// cost beyond the frames earlier snapshots already held.
     public var memoryAddedBytes: Int?
+    /// The disk layer's tier (nil: 0): a layer that merged the layers of tier L above its base
+    /// is of tier L + 1 (`Snapshotter.diskMergeFanout`).
+    public var diskLevel: Int?
+    /// With `--leave-running`: the overlay in the machine's run folder this snapshot froze, whose
+    /// content equals its disk; while that machine runs, a later snapshot of it merging down to
+    /// this one copies only the layers above that overlay.
+    public var frozenLayer: String?
 
     /// The format of the layer `disk.qcow2` sits on: an image's raw rootfs or a snapshot's qcow2.
     public var diskBaseFormat: String { diskBase.hasSuffix(".qcow2") ? "qcow2" : "raw" }

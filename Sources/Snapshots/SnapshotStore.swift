@@ -30,6 +30,19 @@ public struct SnapshotStore: Sendable {
     /// For a snapshot disk on `diskBase`: how many snapshot disk layers a restore reads through,
     /// its own included (1 for a disk on the image), and the layer at the bottom of the chain
     /// (the image rootfs the chain started from).
+    /// The snapshot disks from `diskBase` down, each with its tier, and the first layer below
+    /// them that is no snapshot's (the image's rootfs).
+    func diskLayers(onto diskBase: String) -> (layers: [(path: String, manifest: SnapshotManifest)], bottom: String) {
+        var layers: [(path: String, manifest: SnapshotManifest)] = []
+        var base = diskBase
+        while layers.count < 10_000, base.hasSuffix("/disk.qcow2"),
+              let manifest = try? manifest(URL(fileURLWithPath: base).deletingLastPathComponent().lastPathComponent) {
+            layers.append((base, manifest))
+            base = manifest.diskBase
+        }
+        return (layers, base)
+    }
+
     func diskChain(onto diskBase: String) -> (depth: Int, bottom: String) {
         var depth = 1
         var base = diskBase

@@ -10,15 +10,17 @@ public struct Snapshotter: Sendable {
     public let snapshots: SnapshotStore
     public let machines: MachineStore
 
-    /// The most snapshot disk layers a restore reads through. A snapshot of a restored machine
-    /// adds one layer over its parent's; past this depth its disk is collapsed onto the image
-    /// instead, so the 1,000th snapshot of a session reads as few layers as the 8th.
-    public var maxDiskChainDepth: Int
+    /// How many disk layers of one tier may sit on top of each other. A snapshot's disk is a
+    /// layer over its parent's (tier 0); when that would make this many tier-0 layers in a row,
+    /// they are merged instead into one layer of tier 1 over what lies below them, and so on up
+    /// (an LSM-style tiering): a chain of N snapshots stays (fanout − 1) × log_fanout(N) layers
+    /// deep, and each written byte is copied log_fanout(N) times, not once per later snapshot.
+    public var diskMergeFanout: Int
 
-    public init(home: StasisHome, machines: MachineStore? = nil, maxDiskChainDepth: Int = 8) {
+    public init(home: StasisHome, machines: MachineStore? = nil, diskMergeFanout: Int = 4) {
         self.snapshots = SnapshotStore(home: home)
         self.machines = machines ?? MachineStore(home: home)
-        self.maxDiskChainDepth = max(1, maxDiskChainDepth)
+        self.diskMergeFanout = max(2, diskMergeFanout)
     }
 
     /// Shrinks what the next snapshot of `machine` stores: the guest drops its clean page cache
@@ -39,10 +41,12 @@ public struct Snapshotter: Sendable {
         let (id, staged, lock) = try snapshots.stage()
         defer { withExtendedLifetime(lock) {} }
         let committed = Mutex<(manifest: SnapshotManifest, frozenDisk: URL)?>(nil)
-        let flatten = await diskFlattening(for: machine)
+        let placement = await diskPlacement(for: machine)
         do {
-            try await machine.capture(into: staged, leaveRunning: leaveRunning, collapseOnto: flatten) { capture in
+            try await machine.capture(into: staged, leaveRunning: leaveRunning, collapseOnto: placement.collapseOnto) { capture in
                 var manifest = try manifest(id: id, tag: tag, capture: capture)
+                manifest.diskLevel = placement.level == 0 ? nil : placement.level
+                if leaveRunning { manifest.frozenLayer = capture.frozenDisk.path }
                 // RAM goes into the chunk store; gc waits for this commit before it looks.
                 let writers = try await runBlocking { [snapshots] in try FileLock.acquire(snapshots.chunkWritersLock, shared: true) }
                 defer { withExtendedLifetime(writers) {} }
@@ -91,16 +95,38 @@ public struct Snapshotter: Sendable {
             disk: try SnapshotStore.part(capture.disk))
     }
 
-    /// The bottom of the machine's disk chain (its image's rootfs), when the chain is deeper
-    /// than allowed: its snapshot is then collapsed onto that rather than onto its parent's disk.
-    private func diskFlattening(for machine: Machine) async -> (path: String, format: String)? {
+    /// Where the next snapshot's disk goes: a tier-0 layer over the machine's base (nil), or,
+    /// when that would make `diskMergeFanout` layers of one tier in a row, merged with them onto
+    /// what lies below them, one tier up (repeating while the tier above fills too).
+    private func diskPlacement(for machine: Machine) async -> (collapseOnto: Machine.CollapseTarget?, level: Int) {
         let record = await machine.record
         let layeredOn = record.lastSnapshot.map(\.disk).flatMap { FileManager.default.fileExists(atPath: $0) ? $0 : nil }
-        guard let base = layeredOn ?? record.diskBase, layeredOn != nil || record.restoredFrom != nil else { return nil }
-        let chain = snapshots.diskChain(onto: base)
-        guard chain.depth > maxDiskChainDepth, !chain.bottom.hasSuffix(".qcow2"),
-              FileManager.default.fileExists(atPath: chain.bottom) else { return nil }
-        return (chain.bottom, "raw")
+        guard let base = layeredOn ?? record.diskBase, layeredOn != nil || record.restoredFrom != nil else { return (nil, 0) }
+        let (layers, bottom) = snapshots.diskLayers(onto: base)
+        var level = 0
+        var below = 0
+        while true {
+            var run = 0
+            while below + run < layers.count, (layers[below + run].manifest.diskLevel ?? 0) == level { run += 1 }
+            guard run + 1 >= diskMergeFanout else { break }
+            below += run
+            level += 1
+        }
+        guard below > 0 else { return (nil, 0) }
+        let target: Machine.CollapseTarget
+        if below < layers.count {
+            // A snapshot of this machine, left running, is not in its disk's backing chain: the
+            // overlay it froze is, and marks where the layers to copy begin.
+            let under = layers[below]
+            let mark = under.manifest.machineID == record.id ? under.manifest.frozenLayer : nil
+            target = .init(path: under.path, format: "qcow2", above: mark)
+        } else {
+            target = .init(path: bottom, format: bottom.hasSuffix(".qcow2") ? "qcow2" : "raw", above: nil)
+        }
+        guard FileManager.default.fileExists(atPath: target.path), target.above.map(FileManager.default.fileExists) ?? true else {
+            return (nil, 0)
+        }
+        return (target, level)
     }
 
     /// Cuts a RAM file into the chunk store and removes it: only frames no earlier snapshot

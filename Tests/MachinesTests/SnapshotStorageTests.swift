@@ -177,13 +177,13 @@ struct SnapshotStorageTests {
         print("compact: freed 24 MiB stored \(plain) B without, \(compacted) B with --compact")
     }
 
-    /// A session's snapshots each sit on the last one's disk; past the depth allowed, the disk
-    /// is collapsed onto the image, so no restore reads through a long chain of layers, and the
-    /// snapshots below can be removed.
+    /// A session's snapshots each sit on the last one's disk; when layers of one tier would
+    /// pile up (here 2), they are merged one tier up onto what lies below them, so no restore
+    /// reads through a long chain of layers, and the snapshots below can be removed.
     @Test func diskChainsStayShort() async throws {
         let env = try await VMFixture.shared.env()
         let fixture = try await SnapshotFixture.shared.manifest()
-        let snapshotter = Snapshotter(home: env.home, machines: env.store, maxDiskChainDepth: 2)
+        let snapshotter = Snapshotter(home: env.home, machines: env.store, diskMergeFanout: 2)
         let store = snapshotter.snapshots
         var current = fixture
         var taken: [SnapshotManifest] = []
@@ -200,46 +200,56 @@ struct SnapshotStorageTests {
             try await machine.remove(force: true)
         }
         let image = try await ImageStore(home: env.home).image(named: "bb").diskURL(in: env.home).path
-        // fixture (on the image) ← 1 ← 2 would be three layers: 2 is collapsed onto the image.
-        #expect(taken[0].diskBase.hasSuffix("\(fixture.id)/disk.qcow2"))
-        #expect(taken[1].diskBase == image, "\(taken[1].diskBase)")
-        #expect(taken[2].diskBase.hasSuffix("\(taken[1].id)/disk.qcow2"))
-        #expect(taken[1].parent == taken[0].id, "the parent stays as history")
-        // Nothing sits on the first one's disk any more: it can go, and the rest still restore whole.
+        // Fanout 2 counts in binary: the fixture (tier 0, on the image) and round 1 merge into a
+        // tier-1 layer on the image; round 2 sits on it; round 3 merges both into tier 2.
+        #expect(taken[0].diskBase == image && taken[0].diskLevel == 1, "\(taken[0].diskBase) \(String(describing: taken[0].diskLevel))")
+        #expect(taken[1].diskBase.hasSuffix("\(taken[0].id)/disk.qcow2") && taken[1].diskLevel == nil)
+        #expect(taken[2].diskBase == image && taken[2].diskLevel == 2, "\(taken[2].diskBase)")
+        #expect(taken[2].parent == taken[1].id, "the parent stays as history")
+        // Nothing sits on the first two any more: they can go, and the last still restores whole.
+        try await store.remove(taken[1].id, force: false, machines: try env.store.list())
         try await store.remove(taken[0].id, force: false, machines: try env.store.list())
         let back = try await snapshotter.restore(taken[2].id, name: "chain-back")
         if let pid = await back.record.pid { VMFixture.killAtExit(pid) }
         #expect(try await back.withAgent { agent in try await sh(agent, "echo 3 > /proc/sys/vm/drop_caches; cat /root/disk.txt /root/rounds.txt") }.out == "on-disk\n1\n2\n3\n")
         #expect(try await back.withAgent { agent in try await sh(agent, "echo 3 > /proc/sys/vm/drop_caches; for i in 1 2 3; do sha256sum < /root/round-$i; done") }.out == sums)
         try await back.remove(force: true)
-        for snapshot in taken.dropFirst().reversed() { try await store.remove(snapshot.id, force: false, machines: try env.store.list()) }
+        try await store.remove(taken[2].id, force: false, machines: try env.store.list())
     }
 
     /// Snapshots that leave the machine running (a session's turn snapshots) each hold what was
     /// written since the one before, layered on its disk, with it as parent: their size does not
-    /// grow with their number, and each restores to exactly its own moment.
+    /// grow with their number, and each restores to exactly its own moment. With a fanout of 3,
+    /// round 2 merges the fixture's layer and round 1's onto the image (tier 1), and round 5
+    /// merges rounds 3 and 4 onto round 2's disk: a snapshot of this same machine, outside its
+    /// backing chain, found through the overlay it froze.
     @Test func leaveRunningSnapshotsAreLayersOverTheLastOne() async throws {
         let env = try await VMFixture.shared.env()
         let fixture = try await SnapshotFixture.shared.manifest()
-        let snapshotter = Snapshotter(home: env.home, machines: env.store)
+        let snapshotter = Snapshotter(home: env.home, machines: env.store, diskMergeFanout: 3)
         let store = snapshotter.snapshots
         let machine = try await snapshotter.restore(fixture.id, name: "layers")
         if let pid = await machine.record.pid { VMFixture.killAtExit(pid) }
         var taken: [SnapshotManifest] = []
         var sums: [String] = []
-        for round in 1 ... 3 {
+        for round in 1 ... 5 {
             sums.append(try await machine.withAgent { agent in
                 try await sh(agent, "head -c 1048576 /dev/urandom > /root/layer-\(round); sync; sha256sum < /root/layer-\(round)").out
             })
             taken.append(try await snapshotter.take(machine, tag: nil, leaveRunning: true))
         }
         try await machine.remove(force: true)
-        for round in 1 ..< 3 {
+        let image = try await ImageStore(home: env.home).image(named: "bb").diskURL(in: env.home).path
+        #expect(taken[1].diskBase == image && taken[1].diskLevel == 1, "\(taken[1].diskBase)")
+        #expect(taken[4].diskBase.hasSuffix("\(taken[1].id)/disk.qcow2") && taken[4].diskLevel == 1, "\(taken[4].diskBase)")
+        #expect(taken[4].disk.allocated < 3_600_000, "rounds 3 to 5 merged: \(taken[4].disk.allocated) B")
+        for round in [2, 3] {
             #expect(taken[round].parent == taken[round - 1].id)
             #expect(taken[round].diskBase.hasSuffix("\(taken[round - 1].id)/disk.qcow2"), "\(taken[round].diskBase)")
-            // One MiB written per round, plus qcow2 metadata: not the rounds before it again
-            // (round 3 would then hold 3 MiB).
+            // One MiB written per round, plus qcow2 metadata: not the rounds before it again.
             #expect(taken[round].disk.allocated < 1_400_000, "round \(round + 1): \(taken[round].disk.allocated) B of disk")
+        }
+        for round in 1 ..< 5 {
             #expect((taken[round].memoryAddedBytes ?? 0) < 1_700_000, "round \(round + 1): \(taken[round].memoryAddedBytes ?? 0) B of RAM")
         }
         for (index, snapshot) in taken.enumerated() {
