@@ -18,7 +18,8 @@ struct ChainBench: AsyncParsableCommand {
         boot the image (--network none), prewarm it as warm start does and take its boot
         snapshot: the full snapshot. Restore it as one machine, then N times: write
         --change-bytes from /dev/urandom to a new file on its disk, snapshot it with
-        --leave-running (a turn snapshot). Stored bytes are what the home's chunks/ and
+        --leave-running (a turn snapshot); every --suspend-every snapshots, snapshot it without
+        (the session's idle suspend) and restore that, as the session's next message would. Stored bytes are what the home's chunks/ and
         snapshots/ folders allocate, before and after. Then restore the first and the N-th
         snapshot in turn, --restores times each, timing restore to the first answered exec.
         """
@@ -29,12 +30,15 @@ struct ChainBench: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Guest memory.", valueName: "SIZE")) var memory = "512M"
     @Option(help: "Incompressible bytes written to the guest's disk before each snapshot.") var changeBytes = 65536
     @Option(help: "Timed restores of the first and of the last snapshot.") var restores = 5
+    @Option(help: "Every this many snapshots, suspend (stop-mode snapshot) and restore, as an idle session does.")
+    var suspendEvery = 10
     @Flag(help: "Print JSON on stdout (the table goes to stderr).") var json = false
 
     func validate() throws {
         if snapshots < 2 { throw ValidationError("--snapshots must be at least 2") }
         if restores < 1 { throw ValidationError("--restores must be at least 1") }
         if changeBytes < 0 { throw ValidationError("--change-bytes cannot be negative") }
+        if suspendEvery < 1 { throw ValidationError("--suspend-every must be at least 1") }
         _ = try MachineSpec.parseMemory(memory)
     }
 
@@ -82,20 +86,15 @@ struct ChainBench: AsyncParsableCommand {
 
     func run() async throws {
         let memoryMiB = try MachineSpec.parseMemory(memory)
-        let command = "stasis-bench chain --snapshots \(snapshots) --image \(image) --memory \(memory) --change-bytes \(changeBytes) --restores \(restores)"
+        let command = "stasis-bench chain --snapshots \(snapshots) --image \(image) --memory \(memory) --change-bytes \(changeBytes) --restores \(restores) --suspend-every \(suspendEvery)"
         try await BenchRun.main(json: json, quietTimeout: 60) { run, _ in
             try await measure(run, memoryMiB: memoryMiB, command: command)
         }
     }
 
     private func measure(_ run: BenchRun, memoryMiB: Int, command: String) async throws -> Report {
-        let folder = run.work.appendingPathComponent("chain")
-        let home = try SessionBench.temporaryHome(in: folder, sharing: run.home, image: image)
-        Cleanup.shared.claimMachines(home: home, prefix: "chain-")
-        let local = BenchRun(home: home, prefix: "chain-", work: folder, cli: nil)
-        let boot = try await BootArtifacts.resolve(home: home, image: image)
-        let spec = MachineSpec(image: image, memoryMiB: memoryMiB, network: .none)
-        let source = try await StasisGuest.boot(local, name: "chain-source", spec: spec, boot: boot, idle: 2, timeout: 300)
+        let (home, source) = try await StasisGuest.bootInFreshHome(run, folder: run.work.appendingPathComponent("chain"), prefix: "chain-",
+                                                                   image: image, memoryMiB: memoryMiB, idle: 2)
         await WarmStart.prewarm(source)
         let snapshotter = Snapshotter(home: home)
         let bootSnapshot = try await snapshotter.take(source, tag: "boot", leaveRunning: false)
@@ -103,7 +102,7 @@ struct ChainBench: AsyncParsableCommand {
         let full = Self.storedBytes(home)
         progress("boot snapshot: \(full) B stored")
 
-        let machine = try await snapshotter.restore(bootSnapshot.id, name: "chain-session")
+        var machine = try await snapshotter.restore(bootSnapshot.id, name: "chain-session")
         let clock = ContinuousClock()
         var chain: [SnapshotManifest] = []
         var takeMs: [Double] = []
@@ -113,8 +112,13 @@ struct ChainBench: AsyncParsableCommand {
             }
             guard status == 0 else { throw StasisError(.guestFailure, "writing change \(i) exited \(status)") }
             let start = clock.now
-            chain.append(try await snapshotter.take(machine, tag: "chain-\(i)", leaveRunning: true))
+            let suspend = i % suspendEvery == 0
+            chain.append(try await snapshotter.take(machine, tag: "chain-\(i)", leaveRunning: !suspend))
             takeMs.append((clock.now - start).milliseconds)
+            if suspend {
+                try await machine.remove(force: true)
+                machine = try await snapshotter.restore(chain[chain.count - 1].id, name: "chain-session")
+            }
             if i % 10 == 0 || i == snapshots { progress("  \(i) of \(snapshots) snapshots, median \(fmt(Summary(takeMs).median)) ms each") }
         }
         try await machine.remove(force: true)

@@ -261,6 +261,19 @@ enum StasisGuest {
         return machine
     }
 
+    /// A guest of `image` booted (`--network none`) in a fresh temporary home under `folder`
+    /// that shares `run`'s kernel, agent and image; its machines, named `prefix…`, are removed
+    /// however the benchmark ends.
+    static func bootInFreshHome(_ run: BenchRun, folder: URL, prefix: String, image: String, memoryMiB: Int,
+                                idle: Double) async throws -> (home: StasisHome, machine: Machine) {
+        let home = try SessionBench.temporaryHome(in: folder, sharing: run.home, image: image)
+        Cleanup.shared.claimMachines(home: home, prefix: prefix)
+        let local = BenchRun(home: home, prefix: prefix, work: folder, cli: nil)
+        let artifacts = try await BootArtifacts.resolve(home: home, image: image)
+        let spec = MachineSpec(image: image, memoryMiB: memoryMiB, network: .none)
+        return (home, try await Self.boot(local, name: "\(prefix)source", spec: spec, boot: artifacts, idle: idle, timeout: 300))
+    }
+
     /// Runs `true` in the guest; throws unless it exits 0.
     static func execTrue(_ machine: Machine) async throws {
         let status = try await machine.withAgent(timeout: .seconds(30)) { agent in

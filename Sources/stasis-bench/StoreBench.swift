@@ -109,12 +109,8 @@ struct StoreBench: AsyncParsableCommand {
 
     private func measure(_ run: BenchRun, index: Int, memoryMiB: Int) async throws -> Run {
         let folder = run.work.appendingPathComponent("run-\(index)")
-        let home = try SessionBench.temporaryHome(in: folder, sharing: run.home, image: image)
-        Cleanup.shared.claimMachines(home: home, prefix: "store-")
-        let local = BenchRun(home: home, prefix: "store-", work: folder, cli: nil)
-        let boot = try await BootArtifacts.resolve(home: home, image: image)
-        let spec = MachineSpec(image: image, memoryMiB: memoryMiB, network: .none)
-        let source = try await StasisGuest.boot(local, name: "store-source", spec: spec, boot: boot, idle: idle, timeout: 300)
+        let (home, source) = try await StasisGuest.bootInFreshHome(run, folder: folder, prefix: "store-", image: image,
+                                                                   memoryMiB: memoryMiB, idle: idle)
         let snapshotter = Snapshotter(home: home)
         let clock = ContinuousClock()
         var start = clock.now
