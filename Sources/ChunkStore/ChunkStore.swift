@@ -73,7 +73,7 @@ public final class ChunkStore: Sendable {
     func store(_ raw: UnsafeRawBufferPointer, codec: Zstd, hash known: String? = nil,
                prefix: UnsafeRawBufferPointer? = nil) throws -> (ref: ChunkRef, isNew: Bool)? {
         if FileIO.isZero(raw) { return nil }
-        let hash = known ?? (prefix.map { ChunkStore.deltaHash(prefix: $0, raw: raw) } ?? ChunkStore.hash(raw))
+        let hash = known ?? ChunkStore.name(of: raw, prefix: prefix)
         if let ref = stored(hash: hash, rawSize: raw.count) { return (ref, false) }
         let folder = chunksPath + "/" + hash.prefix(2)
         let path = folder + "/" + hash
@@ -88,7 +88,7 @@ public final class ChunkStore: Sendable {
     /// chunks into one file of its own. Nil for an all-zero chunk.
     func encode(_ raw: UnsafeRawBufferPointer, codec: Zstd, prefix: UnsafeRawBufferPointer? = nil) throws -> (hash: String, frame: [UInt8])? {
         if FileIO.isZero(raw) { return nil }
-        let hash = prefix.map { ChunkStore.deltaHash(prefix: $0, raw: raw) } ?? ChunkStore.hash(raw)
+        let hash = ChunkStore.name(of: raw, prefix: prefix)
         return (hash, try codec.compress(raw, level: level, prefix: prefix))
     }
 
@@ -191,7 +191,7 @@ public final class ChunkStore: Sendable {
             throw StasisError(.corrupted, "chunk \(ref.hash) is damaged\(prefix == nil ? "" : " or its reference changed")", cause: error)
         }
         let raw = UnsafeRawBufferPointer(rebasing: buffer[0 ..< ref.rawSize])
-        guard (prefix.map { ChunkStore.deltaHash(prefix: $0, raw: raw) } ?? ChunkStore.hash(raw)) == ref.hash else {
+        guard ChunkStore.name(of: raw, prefix: prefix) == ref.hash else {
             throw StasisError(.corrupted, prefix == nil ? "chunk \(ref.hash) is damaged: its content does not match its hash"
                                                          : "chunk \(ref.hash) does not match its hash: it is damaged or its reference changed")
         }
@@ -203,6 +203,11 @@ public final class ChunkStore: Sendable {
         var hasher = SHA256()
         hasher.update(bufferPointer: bytes)
         return Hex.encode(hasher.finalize())
+    }
+
+    /// The name of a chunk holding `raw`: its SHA-256, or for a delta against `prefix`, `deltaHash`.
+    static func name(of raw: UnsafeRawBufferPointer, prefix: UnsafeRawBufferPointer?) -> String {
+        prefix.map { deltaHash(prefix: $0, raw: raw) } ?? hash(raw)
     }
 
     /// A delta chunk's name: the SHA-256 of a domain tag, the prefix and the raw bytes, so it

@@ -92,7 +92,7 @@ public struct FrameCutter: Sendable {
                         // A reference that cannot be read (truncated, gone) leaves frames plain.
                         let prefix = (try? reference?.read(forFrameAt: index * frameSize, into: prefixBytes)) == true
                             ? UnsafeRawBufferPointer(prefixBytes) : nil
-                        let hash = prefix.map { ChunkStore.deltaHash(prefix: $0, raw: frame) } ?? ChunkStore.hash(frame)
+                        let hash = ChunkStore.name(of: frame, prefix: prefix)
                         if let ref = store.stored(hash: hash, rawSize: frame.count) {
                             local.frames.append((index, ref))
                             if prefix != nil { local.deltaChunks.insert(hash) }
@@ -162,7 +162,7 @@ public struct FrameCutter: Sendable {
             let prefix = FileIO.isZero(old) ? nil : old
             // A page the base packed too has outlived one snapshot: it goes to the store, where
             // every later snapshot finds it, instead of into each one's pack again.
-            let promote = !basePacked.isEmpty && basePacked.contains(FrameCutter.name(of: new, prefix: prefix))
+            let promote = !basePacked.isEmpty && basePacked.contains(ChunkStore.name(of: new, prefix: prefix))
             if packing, !promote {
                 guard let (hash, bytes) = try store.encode(new, codec: codec, prefix: prefix) else {
                     pages.append(FrameList.PagePatch(page: page, chunk: nil))
@@ -184,11 +184,6 @@ public struct FrameCutter: Sendable {
         }
         if base.frames.isDelta(at: position) { tally.deltaChunks.insert(baseRef.hash) }
         return (baseRef, pages)
-    }
-
-    /// A chunk's name: what `ChunkStore` would call these bytes.
-    static func name(of raw: UnsafeRawBufferPointer, prefix: UnsafeRawBufferPointer?) -> String {
-        prefix.map { ChunkStore.deltaHash(prefix: $0, raw: raw) } ?? ChunkStore.hash(raw)
     }
 
     /// Writes the packed chunks to `pack` (in hash order, so the same cut gives the same file),

@@ -90,9 +90,7 @@ enum KernelReference {
     /// The file's SHA-256, computed once and kept beside it (`vmlinux.digest.json`) with the file
     /// identity it was computed for, so a restore does not hash 50 MB.
     static func cachedDigest(of url: URL) throws -> String {
-        var st = stat()
-        guard stat(url.path, &st) == 0 else { throw StasisError(.notFound, "cannot stat \(url.path)", cause: Errno()) }
-        let identity = "\(st.st_dev) \(st.st_ino) \(st.st_size) \(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec) \(st.st_ctim.tv_sec).\(st.st_ctim.tv_nsec)"
+        guard let identity = FileIdentity.of(url.path) else { throw StasisError(.notFound, "cannot stat \(url.path)", cause: Errno()) }
         let cache = url.deletingLastPathComponent().appendingPathComponent(url.lastPathComponent + ".digest.json")
         if let cached = try? AtomicFile.readJSON(CachedDigest.self, from: cache), cached.identity == identity {
             return cached.digest

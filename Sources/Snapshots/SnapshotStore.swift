@@ -43,17 +43,6 @@ public struct SnapshotStore: Sendable {
         return (layers, base)
     }
 
-    func diskChain(onto diskBase: String) -> (depth: Int, bottom: String) {
-        var depth = 1
-        var base = diskBase
-        while depth < 10_000, base.hasSuffix("/disk.qcow2"),
-              let manifest = try? manifest(URL(fileURLWithPath: base).deletingLastPathComponent().lastPathComponent) {
-            depth += 1
-            base = manifest.diskBase
-        }
-        return (depth, base)
-    }
-
     /// A snapshot's RAM as a chunked file, with the reference its kernel frames were stored
     /// against (the store's own link to that vmlinux, by digest).
     func memoryFile(_ manifest: SnapshotManifest, frames: FrameList, store: ChunkStore) -> ChunkedFile {
@@ -208,7 +197,7 @@ public struct SnapshotStore: Sendable {
             guard UInt64(st.st_size) == part.size else {
                 throw StasisError(.corrupted, "snapshot \(manifest.id) is damaged: \(part.file) has \(st.st_size) bytes, the manifest says \(part.size)")
             }
-            let identity = "\(part.digest) \(st.st_dev) \(st.st_ino) \(st.st_size) \(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec) \(st.st_ctim.tv_sec).\(st.st_ctim.tv_nsec)"
+            let identity = "\(part.digest) " + (FileIdentity.of(url.path) ?? "")
             identities[part.file] = identity
             if verified[part.file] == identity { continue }
             guard try FileDigest.of(url) == part.digest else {

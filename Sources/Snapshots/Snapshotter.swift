@@ -44,7 +44,8 @@ public struct Snapshotter: Sendable {
         let placement = await diskPlacement(for: machine)
         do {
             try await machine.capture(into: staged, leaveRunning: leaveRunning, collapseOnto: placement.collapseOnto) { capture in
-                var manifest = try manifest(id: id, tag: tag, capture: capture)
+                let parent = try parent(of: capture.record)
+                var manifest = try manifest(id: id, tag: tag, capture: capture, parent: parent)
                 manifest.diskLevel = placement.level == 0 ? nil : placement.level
                 if leaveRunning { manifest.frozenLayer = capture.frozenDisk.path }
                 // RAM goes into the chunk store; gc waits for this commit before it looks.
@@ -52,7 +53,6 @@ public struct Snapshotter: Sendable {
                 defer { withExtendedLifetime(writers) {} }
                 if let memory = capture.memory {
                     // Frames the guest changed a few pages of since its parent cost those pages.
-                    let parent = manifest.parent.flatMap { try? snapshots.manifest($0) }
                     let cut = try await storeMemory(memory, base: parent, kernel: manifest.kernel,
                                                     pack: staged.appendingPathComponent(SnapshotStore.memoryPackName))
                     manifest.memoryFrames = cut.frames
@@ -79,10 +79,14 @@ public struct Snapshotter: Sendable {
         return manifest
     }
 
-    private func manifest(id: String, tag: String?, capture: Machine.Capture) throws -> SnapshotManifest {
+    /// The newest snapshot of this machine, else the one it was restored from: read once, for
+    /// the manifest's `parent` and as the base RAM frames are patched over.
+    private func parent(of record: MachineRecord) throws -> SnapshotManifest? {
+        try record.lastSnapshot.flatMap { try? snapshots.manifest($0.id) } ?? record.restoredFrom.map { try snapshots.manifest($0) }
+    }
+
+    private func manifest(id: String, tag: String?, capture: Machine.Capture, parent: SnapshotManifest?) throws -> SnapshotManifest {
         let record = capture.record
-        // The newest snapshot of this machine, else the one it was restored from.
-        let parent = try record.lastSnapshot.flatMap { try? snapshots.manifest($0.id) } ?? record.restoredFrom.map { try snapshots.manifest($0) }
         return SnapshotManifest(
             format: SnapshotManifest.currentFormat, id: id, tag: tag, created: Date(),
             machineID: record.id, machineName: record.name, spec: record.spec,

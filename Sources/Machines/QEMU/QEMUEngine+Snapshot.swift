@@ -4,12 +4,11 @@ import Synchronization
 
 extension QEMUEngine: SnapshottingEngine {
     /// The first line of `qemu-system-x86_64 --version`. Every snapshot and restore asks, and
-    /// spawning QEMU costs ~20 ms, so the answer is remembered per binary file (path, inode,
-    /// size, mtime): a long-running `stasis serve` asks QEMU once, and again after an upgrade.
+    /// spawning QEMU costs ~20 ms, so the answer is remembered per binary file (its path and
+    /// `FileIdentity`): a long-running `stasis serve` asks QEMU once, and again after an upgrade.
     public func version() async throws -> String {
         let path = qemuBinary.contains("/") ? qemuBinary : HostTool.which(qemuBinary) ?? qemuBinary
-        var st = stat()
-        let identity = stat(path, &st) == 0 ? "\(path) \(st.st_ino) \(st.st_size) \(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)" : nil
+        let identity = FileIdentity.of(path).map { "\(path) \($0)" }
         if let identity, let known = QEMUVersionCache.shared.withLock({ $0[identity] }) { return known }
         let out = try await HostTool.run(qemuBinary, ["--version"]).standardOutput
         let version = out.split(separator: "\n").first.map(String.init) ?? "unknown"
