@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "stasis", targets: ["stasis"]),
         .executable(name: "stasis-init", targets: ["stasis-init"]),
         .executable(name: "stasis-bench", targets: ["stasis-bench"]),
+        .executable(name: "stasis-memfs", targets: ["stasis-memfs"]),
         .library(name: "Machines", targets: ["Machines"]),
         .library(name: "Images", targets: ["Images"]),
         .library(name: "Snapshots", targets: ["Snapshots"]),
@@ -61,13 +62,13 @@ let package = Package(
         ),
         // Snapshots of running machines: manifest, checksums, restore and fork.
         .target(name: "Snapshots", dependencies: [
-            "StasisCore", "Machines", "Images", "Guest", "ChunkStore",
+            "StasisCore", "Machines", "Images", "Guest", "ChunkStore", "LazyMemory",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .executableTarget(
             name: "stasis",
             dependencies: [
-                "StasisCore", "Images", "Machines", "Guest", "Snapshots", "Context", "Models", "Agents", "Server",
+                "StasisCore", "Images", "Machines", "Guest", "Snapshots", "Context", "Models", "Agents", "Server", "LazyMemory",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -75,7 +76,7 @@ let package = Package(
         .executableTarget(
             name: "stasis-bench",
             dependencies: [
-                "StasisCore", "Images", "Machines", "Guest", "Snapshots", "Context", "Replay", "Models", "Agents",
+                "StasisCore", "Images", "Machines", "Guest", "Snapshots", "Context", "Replay", "Models", "Agents", "LazyMemory",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -90,6 +91,16 @@ let package = Package(
         .target(
             name: "ChunkStore",
             dependencies: ["CZstd", "StasisCore", .product(name: "Crypto", package: "swift-crypto")]
+        ),
+        // libfuse3 from Debian's libfuse3-dev.
+        .systemLibrary(name: "CFuse", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+        // Lazy restore: a snapshot's RAM served through FUSE, a frame decompressed on first touch.
+        .target(name: "LazyMemory", dependencies: ["CFuse", "CStasis", "ChunkStore", "StasisCore"]),
+        // The per-machine process that serves lazily restored RAM.
+        .executableTarget(
+            name: "stasis-memfs",
+            dependencies: ["LazyMemory", "Snapshots", "ChunkStore", "StasisCore",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // The append-only session log: checksummed records in SQLite (WAL) through GRDB.
         .target(
@@ -158,6 +169,7 @@ let package = Package(
             name: "MachinesTests",
             dependencies: [
                 "Machines", "Snapshots", "Images", "StasisCore", "Guest", "Context", "Models", "Agents", "Server", "ChunkStore",
+                "LazyMemory", "stasis-memfs",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),

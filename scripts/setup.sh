@@ -29,7 +29,7 @@ for arg in "$@"; do
 done
 
 home="${STASIS_HOME:-$HOME/.stasis}"
-packages=(qemu-system-x86 qemu-utils e2fsprogs zstd libzstd-dev mmdebstrap busybox-static lz4 socat
+packages=(qemu-system-x86 qemu-utils e2fsprogs zstd libzstd-dev libfuse3-dev fuse3 mmdebstrap busybox-static lz4 socat
           cpio curl ca-certificates binutils python3 git pkg-config)
 
 missing=()
@@ -62,6 +62,7 @@ mv -f "$home/guest/.stasis-init.tmp" "$home/guest/stasis-init"
 say "building stasis ($config)"
 swift build -c "$config" --product stasis >&2 || die "building stasis failed"
 swift build -c "$config" --product stasis-bench >&2 || die "building stasis-bench failed"
+swift build -c "$config" --product stasis-memfs >&2 || die "building stasis-memfs failed"
 bin="$(swift build -c "$config" --show-bin-path)"
 
 build() {  # build NAME PACKAGES

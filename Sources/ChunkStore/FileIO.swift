@@ -3,10 +3,6 @@ import StasisCore
 
 /// The few POSIX file operations the store needs, with EINTR and short transfers handled once.
 enum FileIO {
-    // Linux's lseek whences for sparse files; Glibc's module hides them behind _GNU_SOURCE.
-    static let seekData: Int32 = 3
-    static let seekHole: Int32 = 4
-
     /// Reads up to `count` bytes at `offset` into `buffer`; fewer only at end of file.
     static func read(_ fd: Int32, into buffer: UnsafeMutableRawPointer, count: Int, at offset: Int) throws -> Int {
         var done = 0
@@ -60,30 +56,6 @@ enum FileIO {
             }
             done += n
         }
-    }
-
-    /// The byte ranges of `fd` that may hold data: everything outside them is a hole and reads as
-    /// zeros. A file system without SEEK_DATA reports the whole file as data.
-    static func dataRanges(_ fd: Int32, size: Int) throws -> [Range<Int>] {
-        var ranges: [Range<Int>] = []
-        var offset = 0
-        while offset < size {
-            let start = Int(lseek(fd, off_t(offset), seekData))
-            if start < 0 {
-                if errno == ENXIO { break }  // only a hole is left
-                if errno == EINVAL || errno == EOPNOTSUPP {
-                    ranges.append(offset ..< size)
-                    break
-                }
-                throw StasisError(.ioFailure, "cannot find data after offset \(offset)", cause: Errno())
-            }
-            if start >= size { break }
-            let hole = Int(lseek(fd, off_t(start), seekHole))
-            let end = hole < 0 ? size : min(max(hole, start + 1), size)
-            ranges.append(start ..< end)
-            offset = end
-        }
-        return ranges
     }
 
     /// Whether every byte is zero. memcmp against itself shifted by one byte is glibc's vectorized

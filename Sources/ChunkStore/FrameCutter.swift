@@ -47,10 +47,35 @@ public struct FrameCutter: Sendable {
         let fd = try FileIO.openForReading(path)
         defer { close(fd) }
         let size = try FileIO.size(fd, path: path)
+        return try cut(name: path, size: size, dataRanges: try SparseFile.dataRanges(fd, size: size),
+                       base: base, reference: reference, pack: pack, basePack: basePack) { buffer, count, offset in
+            try FileIO.read(fd, into: buffer, count: count, at: offset)
+        }
+    }
+
+    /// Cuts bytes already in memory, as `cut(_:)` cuts a file: `dataRanges` are the byte ranges
+    /// that may hold anything but zeros. `memory` must not change meanwhile.
+    public func cut(memory: UnsafeRawBufferPointer, dataRanges: [Range<Int>], name: String, base: FrameList? = nil,
+                    reference: FrameReference? = nil, pack: URL? = nil, basePack: URL? = nil) throws -> CutResult {
+        let start = UInt(bitPattern: memory.baseAddress)
+        let size = memory.count
+        return try cut(name: name, size: size, dataRanges: dataRanges, base: base, reference: reference, pack: pack,
+                       basePack: basePack) { buffer, count, offset in
+            let length = max(0, min(count, size - offset))
+            if let from = UnsafeRawPointer(bitPattern: start + UInt(offset)), length > 0 {
+                buffer.copyMemory(from: from, byteCount: length)
+            }
+            return length
+        }
+    }
+
+    private func cut(name path: String, size: Int, dataRanges: [Range<Int>], base: FrameList?, reference: FrameReference?,
+                     pack: URL?, basePack: URL?,
+                     read: @escaping @Sendable (UnsafeMutableRawPointer, _ count: Int, _ offset: Int) throws -> Int) throws -> CutResult {
         guard size <= FrameList.maxTotalSize else {
             throw StasisError(.invalidArgument, "\(path) is \(size) bytes; a frame list holds at most \(FrameList.maxTotalSize)")
         }
-        let batches = batches(of: try FileIO.dataRanges(fd, size: size), size: size)
+        let batches = batches(of: dataRanges, size: size)
         let reference = reference?.clipped(to: size)
         let results = Mutex(Tally())
         let frameSize = self.frameSize
@@ -76,7 +101,7 @@ public struct FrameCutter: Sendable {
                     let batch = batches[b]
                     let offset = batch.lowerBound * frameSize
                     let length = min(batch.count * frameSize, size - offset)
-                    let got = try FileIO.read(fd, into: bufferStart, count: length, at: offset)
+                    let got = try read(bufferStart, length, offset)
                     guard got == length else {
                         throw StasisError(.ioFailure, "\(path) shrank while being cut: \(got) of \(length) bytes at offset \(offset)")
                     }

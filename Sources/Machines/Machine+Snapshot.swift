@@ -8,10 +8,16 @@ extension Machine {
         /// The machine as it was when paused.
         public var record: MachineRecord
         public var state: URL
-        /// The guest RAM file, or nil when RAM is in the state file.
+        /// The guest RAM file, or nil when RAM is in the state file or in `memoryImage`.
         public var memory: URL?
+        /// The guest RAM copied into this process's memory (a `--leave-running` snapshot); valid
+        /// only until `commit` returns.
+        public var memoryImage: RAMImage?
         /// The disk: everything written since `diskBase`, with `diskBase` as its backing file.
+        /// Written by `writeDisk`, which the committer calls once before it reads `disk`, so that
+        /// it can do other work (the RAM) meanwhile.
         public var disk: URL
+        public var writeDisk: @Sendable () async throws -> Void
         public var diskBase: String
         /// The run-folder overlay the snapshot froze (the machine writes a new one on top of it
         /// when it keeps running).
@@ -19,6 +25,13 @@ extension Machine {
         public var paused: Duration
         public var engineVersion: String
         public var deviceLayout: [String]
+    }
+
+    /// A RAM file's bytes held in memory, laid out at the file's offsets; only `dataRanges` hold
+    /// data (the rest is not even mapped in and must not be read).
+    public struct RAMImage: @unchecked Sendable {  // read-only while its owner lives
+        public let bytes: UnsafeRawBufferPointer
+        public let dataRanges: [Range<Int>]
     }
 
     private var snapshotEngine: any SnapshottingEngine {
@@ -92,25 +105,30 @@ extension Machine {
             }
         }
         let capture = { @Sendable (paused: Duration, frozen: URL) in
-            Capture(record: current, state: state, memory: ramInFile ? memoryOut : nil, disk: diskOut, diskBase: base,
+            Capture(record: current, state: state, memory: ramInFile ? memoryOut : nil, memoryImage: nil, disk: diskOut,
+                    writeDisk: { try await collapse(frozen) }, diskBase: base,
                     frozenDisk: frozen, paused: paused, engineVersion: version, deviceLayout: layout)
         }
         if leaveRunning {
             let next = "disk-\(UInt32.random(in: 0 ... .max)).qcow2"
+            // Pages for the RAM copy are reserved before the pause and filled inside it.
+            let ramCopy = ramInFile ? try PausedRAMCopy(source: memory) : nil
             let saved = try await engine.saveState(pid: pid, record: current, paths: paths, to: state,
                                                    leaveRunningOn: paths.directory.appendingPathComponent(next)) { _ in
                 // The guest is paused: its RAM file holds exactly the state being saved.
-                if ramInFile { try await Self.copySparse(memory, to: memoryOut) }
+                if let ramCopy { try await runBlocking { try ramCopy.copyWhilePaused() } }
             }
             try move(to: .running) { $0.diskFile = next }
-            try await collapse(saved.frozenDisk)
-            try await commit(capture(saved.paused, saved.frozenDisk))
+            var captured = capture(saved.paused, saved.frozenDisk)
+            captured.memory = nil
+            captured.memoryImage = ramCopy?.image
+            try await commit(captured)
+            withExtendedLifetime(ramCopy) {}
             return
         }
         _ = try await engine.saveState(pid: pid, record: current, paths: paths, to: state, leaveRunningOn: nil) { saved in
             // Paused for good: the RAM file no longer changes, so the snapshot can share its inode.
             if ramInFile { try Self.link(memory, to: memoryOut) }
-            try await collapse(saved.frozenDisk)
             try await commit(capture(saved.paused, saved.frozenDisk))
         }
         // The snapshot is committed and QEMU told to quit: one slow to quit is killed.
@@ -154,6 +172,9 @@ extension Machine {
         case written(by: @Sendable (_ ramFile: URL) async throws -> Void)
         /// A RAM file mapped private, copy-on-write: forks of one snapshot share its pages.
         case mappedPrivately(URL)
+        /// Served lazily: the closure starts a server mounted at the folder it is given and
+        /// returns the file it serves, which the machine maps privately.
+        case served(@Sendable (_ mountpoint: URL) async throws -> URL)
     }
 
     /// What a restore needs from a snapshot.
@@ -215,6 +236,9 @@ extension Machine {
                 record.memoryShared = true
             case .mappedPrivately(let memory):
                 record.memoryFile = memory.path
+                record.memoryShared = false
+            case .served(let start):
+                record.memoryFile = try await start(paths.memoryMount).path
                 record.memoryShared = false
             }
             try store.save(record)

@@ -21,6 +21,8 @@ public struct MachinePaths: Sendable {
     /// The guest RAM file the machine maps.
     public func memory(of record: MachineRecord) -> URL { record.memoryFile.map { URL(fileURLWithPath: $0) } ?? memory }
     public var lock: URL { directory.appendingPathComponent("lock") }
+    /// Where a lazily restored machine's RAM is served (a FUSE mount while its QEMU runs).
+    public var memoryMount: URL { directory.appendingPathComponent("memory.fuse") }
     /// Host end of the guest agent's port `index`.
     public func agentSocket(_ index: Int) -> URL { directory.appendingPathComponent("agent\(index).sock") }
     /// Held (flock) by the process using agent port `index`, so two clients never share one.

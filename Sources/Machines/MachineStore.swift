@@ -1,3 +1,4 @@
+import CStasis
 import Foundation
 import StasisCore
 
@@ -143,6 +144,9 @@ public struct MachineStore: Sendable {
     public func delete(id: String) throws {
         try FileLock.withLock(lockURL) {
             let paths = MachinePaths(home: home, id: id)
+            // A lazily restored machine's memory server normally unmounts when QEMU quits; one
+            // still mounted (killed, or slow) is detached so the folder can go.
+            _ = cshim_umount(paths.memoryMount.path, 2)  // MNT_DETACH
             // Rename first so a crash halfway never leaves a half-deleted machine listed.
             let trash = home.tmp.appendingPathComponent("rm-\(id)-\(UInt32.random(in: 0 ... .max))")
             try FileManager.default.createDirectory(at: home.tmp, withIntermediateDirectories: true)

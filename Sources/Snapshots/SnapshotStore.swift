@@ -50,6 +50,14 @@ public struct SnapshotStore: Sendable {
                     pack: frames.packLength > 0 ? memoryPack(manifest.id) : nil)
     }
 
+    /// A snapshot's RAM as a chunked file, read a frame at a time by a lazy restore.
+    public func chunkedMemory(_ manifest: SnapshotManifest) throws -> ChunkedFile {
+        guard let frames = manifest.memoryFrames else {
+            throw StasisError(.invalidArgument, "snapshot \(manifest.id) keeps its RAM outside the chunk store (an older snapshot, or one of a fork): restore it without --lazy")
+        }
+        return memoryFile(manifest, frames: frames, store: try chunkStore())
+    }
+
     /// The file a snapshot's RAM page patches are packed in (`FrameList` packed chunks).
     public func memoryPack(_ id: String) -> URL { directory(id).appendingPathComponent(Self.memoryPackName) }
 

@@ -1,5 +1,6 @@
 import ChunkStore
 import Foundation
+import LazyMemory
 import Images
 import Machines
 import StasisCore
@@ -45,16 +46,26 @@ public struct Snapshotter: Sendable {
         do {
             try await machine.capture(into: staged, leaveRunning: leaveRunning, collapseOnto: placement.collapseOnto) { capture in
                 let parent = try parent(of: capture.record)
-                var manifest = try manifest(id: id, tag: tag, capture: capture, parent: parent)
-                manifest.diskLevel = placement.level == 0 ? nil : placement.level
-                if leaveRunning { manifest.frozenLayer = capture.frozenDisk.path }
                 // RAM goes into the chunk store; gc waits for this commit before it looks.
                 let writers = try await runBlocking { [snapshots] in try FileLock.acquire(snapshots.chunkWritersLock, shared: true) }
                 defer { withExtendedLifetime(writers) {} }
-                if let memory = capture.memory {
-                    // Frames the guest changed a few pages of since its parent cost those pages.
-                    let cut = try await storeMemory(memory, base: parent, kernel: manifest.kernel,
-                                                    pack: staged.appendingPathComponent(SnapshotStore.memoryPackName))
+                // The disk layer is written while the RAM is cut: they are independent.
+                async let diskWritten: Void = capture.writeDisk()
+                // Frames the guest changed a few pages of since its parent cost those pages.
+                let pack = staged.appendingPathComponent(SnapshotStore.memoryPackName)
+                let kernel = capture.record.kernel
+                let cut: CutResult? = if let image = capture.memoryImage {
+                    try await storeMemory(image, base: parent, kernel: kernel, pack: pack)
+                } else if let memory = capture.memory {
+                    try await storeMemory(memory, base: parent, kernel: kernel, pack: pack)
+                } else {
+                    nil
+                }
+                try await diskWritten
+                var manifest = try manifest(id: id, tag: tag, capture: capture, parent: parent)
+                manifest.diskLevel = placement.level == 0 ? nil : placement.level
+                if leaveRunning { manifest.frozenLayer = capture.frozenDisk.path }
+                if let cut {
                     manifest.memoryFrames = cut.frames
                     manifest.memoryAddedBytes = cut.newBytes
                     manifest.memory = nil
@@ -138,16 +149,30 @@ public struct Snapshotter: Sendable {
     /// the guest `kernel`'s pages are stored as deltas against its vmlinux.
     /// New page patches go into `pack`, a file of the snapshot's own folder.
     func storeMemory(_ file: URL, base: SnapshotManifest? = nil, kernel: String?, pack: URL) async throws -> CutResult {
+        let cut = try await cutMemory(base: base, kernel: kernel, pack: pack) { cutter, baseFrames, reference, basePack in
+            try cutter.cut(file, base: baseFrames, reference: reference, pack: pack, basePack: basePack)
+        }
+        try FileManager.default.removeItem(at: file)
+        return cut
+    }
+
+    /// Stores RAM copied into memory (a snapshot of a machine left running) as `storeMemory` does a file.
+    func storeMemory(_ image: Machine.RAMImage, base: SnapshotManifest?, kernel: String?, pack: URL) async throws -> CutResult {
+        try await cutMemory(base: base, kernel: kernel, pack: pack) { cutter, baseFrames, reference, basePack in
+            try cutter.cut(memory: image.bytes, dataRanges: image.dataRanges, name: "the RAM copy", base: baseFrames,
+                           reference: reference, pack: pack, basePack: basePack)
+        }
+    }
+
+    private func cutMemory(base: SnapshotManifest?, kernel: String?, pack: URL,
+                           _ body: @escaping @Sendable (FrameCutter, FrameList?, FrameReference?, URL?) throws -> CutResult) async throws -> CutResult {
         let chunks = try snapshots.chunkStore()
         let reference = kernel.flatMap(snapshots.kernelReference)
         let baseFrames = base?.memoryFrames
         let basePack = base.map { snapshots.memoryPack($0.id) }
-        let cut = try await runBlocking {
-            try FrameCutter(store: chunks, frameSize: SnapshotStore.memoryFrameSize)
-                .cut(file, base: baseFrames, reference: reference, pack: pack, basePack: basePack)
+        return try await runBlocking {
+            try body(try FrameCutter(store: chunks, frameSize: SnapshotStore.memoryFrameSize), baseFrames, reference, basePack)
         }
-        try FileManager.default.removeItem(at: file)
-        return cut
     }
 
     /// Checks that this host can load the snapshot: same engine, engine version, device layout
@@ -177,12 +202,24 @@ public struct Snapshotter: Sendable {
         }
     }
 
-    /// Restores a snapshot as one new machine.
-    public func restore(_ reference: String, name: String?, ports: [PortForward]? = nil, autoRemove: Bool = false) async throws -> Machine {
+    /// Restores a snapshot as one new machine. `lazily`, its RAM is not written out first: a
+    /// `stasis-memfs` process serves it, decompressing each frame when the guest first touches it.
+    public func restore(_ reference: String, name: String?, ports: [PortForward]? = nil, autoRemove: Bool = false,
+                        lazily: Bool = false) async throws -> Machine {
         let manifest = try snapshots.find(reference)
         try snapshots.verify(manifest)
         try await checkCompatible(manifest)
-        return try await Machine.restore(input(manifest, ports: ports, sharedMemory: nil), name: name, autoRemove: autoRemove, store: machines)
+        var input = input(manifest, ports: ports, sharedMemory: nil)
+        if lazily {
+            guard manifest.memoryFrames != nil else {
+                throw StasisError(.invalidArgument, "snapshot \(manifest.id) keeps its RAM outside the chunk store (an older snapshot, or one of a fork): restore it without --lazy")
+            }
+            input.memory = .served { [snapshots] mountpoint in
+                try await MemoryServer.start(home: snapshots.home, snapshot: manifest.id, mountpoint: mountpoint,
+                                             log: mountpoint.deletingLastPathComponent().appendingPathComponent("memfs.log"))
+            }
+        }
+        return try await Machine.restore(input, name: name, autoRemove: autoRemove, store: machines)
     }
 
     /// Restores a snapshot as `count` independent machines at once; their RAM is shared

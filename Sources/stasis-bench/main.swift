@@ -12,7 +12,7 @@ struct StasisBench: AsyncParsableCommand {
         installed there. Every machine a benchmark starts is removed when it ends, fails, or is
         interrupted.
         """,
-        subcommands: [BootBench.self, SnapshotBench.self, RestoreBench.self, ForkBench.self, ContextBench.self, SessionBench.self, ReplayVsSnapshotBench.self, StoreBench.self, ChainBench.self]
+        subcommands: [BootBench.self, SnapshotBench.self, RestoreBench.self, ForkBench.self, ContextBench.self, SessionBench.self, ReplayVsSnapshotBench.self, StoreBench.self, ChainBench.self, LazyBench.self]
     )
 
     /// Top-level code in main.swift picks the synchronous `main()`, which cannot run async

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LazyMemory
 import Images
 import Machines
 import StasisCore
@@ -35,6 +36,10 @@ struct Doctor: AsyncParsableCommand {
             tool("mmdebstrap", "mmdebstrap")
             tool("socat", "socat")
             tool("zstd", "zstd")
+            // Optional: only `restore --lazy` needs it, so it never fails the check.
+            checks.append(Check(name: "lazy restore", ok: true, detail: MemoryServer.isAvailable
+                ? "available (/dev/fuse, \((try? MemoryServer.binary().path) ?? "stasis-memfs"))"
+                : "unavailable: needs /dev/fuse readable and writable and stasis-memfs beside stasis (only `restore --lazy` uses it)"))
             if let kernel = try? KernelInfo.current(home: home) {
                 checks.append(Check(name: "kernel", ok: true, detail: "\(kernel.version) (\(kernel.package) \(kernel.packageVersion))"))
             } else {

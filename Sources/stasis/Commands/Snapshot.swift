@@ -228,6 +228,9 @@ struct Restore: AsyncParsableCommand {
     @Option(name: .shortAndLong, help: ArgumentHelp("Forward a host TCP port into the guest (replaces the snapshot's).", valueName: "[ADDR:]HOSTPORT:GUESTPORT"))
     var publish: [String] = []
 
+    @Flag(help: "Serve the RAM lazily: decompress each frame when the guest first touches it (needs /dev/fuse and stasis-memfs).")
+    var lazy = false
+
     @OptionGroup var global: GlobalOptions
 
     @Argument(help: "Snapshot id, id prefix or tag.")
@@ -238,7 +241,7 @@ struct Restore: AsyncParsableCommand {
             let ports = publish.isEmpty ? nil : try publish.map { try PortForward(parsing: $0) }
             let clock = ContinuousClock()
             let start = clock.now
-            let machine = try await Snapshotter(home: global.home).restore(snapshot, name: name, ports: ports)
+            let machine = try await Snapshotter(home: global.home).restore(snapshot, name: name, ports: ports, lazily: lazy)
             let record = await machine.record
             if global.json { return try printJSON(record) }
             progress("\(record.name) restored in \(String(format: "%.0f", (clock.now - start).milliseconds)) ms")
