@@ -13,7 +13,6 @@
 #include <arpa/inet.h>
 #include <linux/random.h>
 #include <sys/ioctl.h>
-#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/signalfd.h>
@@ -28,9 +27,6 @@ int cshim_mount(const char *src, const char *tgt, const char *type, unsigned lon
     return mount(src, tgt, type, flags, data);
 }
 int cshim_umount(const char *tgt, int flags) { return umount2(tgt, flags); }
-
-int cshim_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
-int cshim_fallocate(int fd, off_t offset, off_t length) { return fallocate(fd, 0, offset, length); }
 
 // What switch_root does: make newroot the root of the file system tree for us and our children.
 int cshim_switch_root(const char *newroot) {

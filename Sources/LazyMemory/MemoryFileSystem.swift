@@ -1,6 +1,6 @@
 import CFuse
-import CStasis
 import ChunkStore
+import Dispatch
 import Foundation
 import StasisCore
 import Synchronization
@@ -8,7 +8,7 @@ import Synchronization
 /// A FUSE file system with one file, `memory`: a snapshot's RAM, decompressed a frame at a time
 /// the first time the kernel asks for it. QEMU maps the file privately (`share=off`), so a
 /// restored guest starts before its RAM exists anywhere, its writes go to its own anonymous pages,
-/// and the kernel's page cache keeps what was read for every machine that maps the file.
+/// and the kernel's page cache keeps what was read for as long as the machine runs.
 ///
 /// It serves one QEMU: once the file has been opened and every opener has closed it (QEMU quit,
 /// or was killed), the loop ends and the file system is unmounted. FUSE's multi-threaded loop
@@ -28,10 +28,13 @@ public final class MemoryFileSystem: Sendable {
         var recent: [(index: Int, bytes: [UInt8])] = []
         var openFiles = 0
         var everOpened = false
+        /// Set when the open timeout gave up: a late open is refused rather than cut off.
+        var closing = false
         var framesRead = 0
     }
 
-    /// Frames decompressed so far (a frame read again after eviction counts again).
+    /// Frames decompressed so far, zero frames included (a frame read again after eviction
+    /// counts again).
     public var framesRead: Int { state.withLock { $0.framesRead } }
 
     /// Serves `file`; `describe(frame)` names a frame in errors ("frame 12 of snapshot …").
@@ -42,9 +45,9 @@ public final class MemoryFileSystem: Sendable {
     }
 
     /// Mounts at `mountpoint` (an empty folder), calls `ready` once the file can be opened, and
-    /// serves until the last opener closes it. If nothing opens it within `openTimeout`, it
-    /// unmounts and returns (the restore that started it failed before QEMU did).
-    public func run(at mountpoint: URL, openTimeout: Duration, ready: () -> Void) throws {
+    /// serves until the last opener closes it. If nothing opens it within `openTimeout`, or
+    /// `ready` returns false (nobody to tell), it unmounts and returns.
+    public func run(at mountpoint: URL, openTimeout: Duration, ready: () -> Bool) throws {
         let arguments = ["stasis-memfs", "-o", "fsname=stasis-memory,subtype=stasis,default_permissions"]
         var args = fuse_args(argc: 0, argv: nil, allocated: 0)
         for argument in arguments {
@@ -54,8 +57,8 @@ public final class MemoryFileSystem: Sendable {
         }
         defer { fuse_opt_free_args(&args) }
         var operations = Self.operations()
-        let me = Unmanaged.passUnretained(self).toOpaque()
-        guard let fuse = stasis_fuse_new(&args, &operations, me) else {
+        let server = Unmanaged.passUnretained(self).toOpaque()  // `run` holds self while FUSE uses it
+        guard let fuse = stasis_fuse_new(&args, &operations, server) else {
             throw StasisError(.internalError, "cannot set up FUSE (libfuse3 refused its arguments)")
         }
         defer { fuse_destroy(fuse) }
@@ -64,19 +67,28 @@ public final class MemoryFileSystem: Sendable {
         }
         defer { fuse_unmount(fuse) }
         if let session = fuse_get_session(fuse) { _ = fuse_set_signal_handlers(session) }
-        ready()
-        nonisolated(unsafe) let loop = fuse  // the watchdog only ends the loop, which outlives it
+        guard ready() else { return }
+        // If nothing opens the file in time, the restore that started this failed first. The
+        // watchdog ends the loop the way Ctrl-C would (libfuse's SIGTERM handler), never touching
+        // `fuse` itself, and is joined before `fuse` is destroyed.
+        let finished = DispatchSemaphore(value: 0)
+        let watchdogDone = DispatchSemaphore(value: 0)
         let watchdog = Thread { [self] in
-            Thread.sleep(forTimeInterval: Double(openTimeout.components.seconds))
-            if !state.withLock({ $0.everOpened }) {
+            defer { watchdogDone.signal() }
+            guard finished.wait(timeout: .now() + .seconds(Int(openTimeout.components.seconds))) == .timedOut else { return }
+            let giveUp = state.withLock { state in
+                if !state.everOpened { state.closing = true }
+                return state.closing
+            }
+            if giveUp {
                 log("nothing opened \(Self.fileName) within \(openTimeout): unmounting")
-                // The loop is blocked reading /dev/fuse: a lazy unmount ends it.
-                _ = cshim_umount(mountpoint.path, 2)  // MNT_DETACH
-                fuse_exit(loop)
+                kill(getpid(), SIGTERM)
             }
         }
         watchdog.start()
         let status = stasis_fuse_loop_mt(fuse, UInt32(max(2, ProcessInfo.processInfo.activeProcessorCount)))
+        finished.signal()
+        watchdogDone.wait()
         if let session = fuse_get_session(fuse) { fuse_remove_signal_handlers(session) }
         if status < 0 { log("FUSE loop ended with error \(-status)") }
     }
@@ -106,11 +118,12 @@ public final class MemoryFileSystem: Sendable {
 
     private func open(_ path: String) -> Int32 {
         guard path == "/" + Self.fileName else { return -ENOENT }
-        state.withLock {
+        return state.withLock {
+            guard !$0.closing else { return -ENOENT }
             $0.openFiles += 1
             $0.everOpened = true
+            return 0
         }
-        return 0
     }
 
     /// Whether that was the last opener.
@@ -156,7 +169,8 @@ public final class MemoryFileSystem: Sendable {
         return bytes
     }
 
-    /// This thread's zstd context (FUSE's loop threads live as long as the loop).
+    /// This thread's zstd context, made on its first frame (libfuse may end idle threads and
+    /// start new ones; a context goes with its thread).
     private static func threadCodec() throws -> Zstd {
         let key = "stasis.memfs.zstd"
         if let codec = Thread.current.threadDictionary[key] as? Zstd { return codec }

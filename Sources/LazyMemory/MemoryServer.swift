@@ -1,4 +1,3 @@
-import CStasis
 import Foundation
 import StasisCore
 
@@ -30,6 +29,9 @@ public enum MemoryServer {
         return (try? binary()) != nil
     }
 
+    /// How long a server may take to mount before the restore gives up on it.
+    public static let startTimeout: Duration = .seconds(30)
+
     /// Starts a server for `snapshot`'s RAM at `mountpoint` (made if missing) and returns the
     /// served file once it can be opened. Its log goes to `log`.
     public static func start(home: StasisHome, snapshot: String, mountpoint: URL, log: URL) async throws -> URL {
@@ -43,10 +45,18 @@ public enum MemoryServer {
         process.standardOutput = ready
         process.standardError = try FileHandle(forWritingTo: log)
         process.standardInput = FileHandle.nullDevice
+        // Foundation starts it in a process group of its own: Ctrl-C of the restore, or the end of
+        // its terminal, does not reach it, and it lives on after the restore returns.
         try process.run()
-        // The server writes "ready" once mounted and then closes its end; EOF without it is a failure.
-        let said = try await runBlocking { ready.fileHandleForReading.readDataToEndOfFile() }
-        if String(decoding: said, as: UTF8.self).hasPrefix("ready") {
+        // A server stuck before mounting is stopped, which ends the read below.
+        let deadline = Task {
+            try await Task.sleep(for: startTimeout)
+            process.terminate()
+        }
+        defer { deadline.cancel() }
+        // It writes "ready" once mounted, then closes its end; end of file without it is a failure.
+        let answer = try await runBlocking { try ready.fileHandleForReading.readToEnd() ?? Data() }
+        if String(decoding: answer, as: UTF8.self).hasPrefix("ready") {
             return mountpoint.appendingPathComponent(MemoryFileSystem.fileName)
         }
         _ = try? await runBlocking { process.waitUntilExit() }

@@ -17,6 +17,7 @@ extension Machine {
         /// Written by `writeDisk`, which the committer calls once before it reads `disk`, so that
         /// it can do other work (the RAM) meanwhile.
         public var disk: URL
+        /// Collapses the disk layers into `disk`; the committer calls it once.
         public var writeDisk: @Sendable () async throws -> Void
         public var diskBase: String
         /// The run-folder overlay the snapshot froze (the machine writes a new one on top of it
@@ -28,9 +29,11 @@ extension Machine {
     }
 
     /// A RAM file's bytes held in memory, laid out at the file's offsets; only `dataRanges` hold
-    /// data (the rest is not even mapped in and must not be read).
+    /// data (the rest reads as zeros and takes no memory).
     public struct RAMImage: @unchecked Sendable {  // read-only while its owner lives
+        /// The whole file's address range.
         public let bytes: UnsafeRawBufferPointer
+        /// The byte ranges that hold the file's data.
         public let dataRanges: [Range<Int>]
     }
 
@@ -113,6 +116,7 @@ extension Machine {
             let next = "disk-\(UInt32.random(in: 0 ... .max)).qcow2"
             // Pages for the RAM copy are reserved before the pause and filled inside it.
             let ramCopy = ramInFile ? try PausedRAMCopy(source: memory) : nil
+            defer { withExtendedLifetime(ramCopy) {} }  // `commit` reads its image
             let saved = try await engine.saveState(pid: pid, record: current, paths: paths, to: state,
                                                    leaveRunningOn: paths.directory.appendingPathComponent(next)) { _ in
                 // The guest is paused: its RAM file holds exactly the state being saved.
@@ -123,7 +127,6 @@ extension Machine {
             captured.memory = nil
             captured.memoryImage = ramCopy?.image
             try await commit(captured)
-            withExtendedLifetime(ramCopy) {}
             return
         }
         _ = try await engine.saveState(pid: pid, record: current, paths: paths, to: state, leaveRunningOn: nil) { saved in

@@ -1,4 +1,3 @@
-import CStasis
 import Foundation
 import StasisCore
 
@@ -146,7 +145,7 @@ public struct MachineStore: Sendable {
             let paths = MachinePaths(home: home, id: id)
             // A lazily restored machine's memory server normally unmounts when QEMU quits; one
             // still mounted (killed, or slow) is detached so the folder can go.
-            _ = cshim_umount(paths.memoryMount.path, 2)  // MNT_DETACH
+            try MountPoint.detach(paths.memoryMount)
             // Rename first so a crash halfway never leaves a half-deleted machine listed.
             let trash = home.tmp.appendingPathComponent("rm-\(id)-\(UInt32.random(in: 0 ... .max))")
             try FileManager.default.createDirectory(at: home.tmp, withIntermediateDirectories: true)

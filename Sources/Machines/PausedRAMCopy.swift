@@ -5,12 +5,11 @@ import Synchronization
 
 /// A copy of a running machine's RAM file, taken while its guest is paused for a
 /// `--leave-running` snapshot. The pause is what the guest feels, so the work is split: before
-/// the pause, the file's data extents are found and memory for them is faulted in (huge pages
-/// where the kernel has them); inside it, the extents are read into that memory on every core,
+/// the pause, the file's data extents are found and memory for them is faulted in; inside it, the extents are read into that memory on every core,
 /// with no page allocation and no file system writes; after it, the snapshot cuts its frames
 /// straight from memory (`image`). The copy lies at the file's own offsets in an address range of
-/// the file's size, so holes cost no memory; they are never read (reading a hole of the RAM file
-/// would fill the page cache with zeros). Nothing is left on disk, whatever happens.
+/// the file's size, so holes cost no memory (read there, it is zeros). The RAM file's holes are
+/// never read: that would fill the page cache with zeros. Nothing is left on disk, whatever happens.
 ///
 /// Unchecked Sendable: one snapshot owns it and uses it in sequence (made, copied, read).
 final class PausedRAMCopy: @unchecked Sendable {
@@ -21,6 +20,13 @@ final class PausedRAMCopy: @unchecked Sendable {
     private var extents: [Range<Int>] = []
     /// Left when the memory for the extents found at `init` is faulted in.
     private let populated = DispatchGroup()
+    /// Set when the copy is dropped before the pause: the faulting thread stops early.
+    private let abandoned = Flag()
+
+    /// A flag shared with the faulting thread, which must not keep the copy alive.
+    private final class Flag: Sendable {
+        let raised = Atomic<Bool>(false)
+    }
 
     /// Opens `source` and faults in memory for its data extents.
     init(source: URL) throws {
@@ -48,9 +54,10 @@ final class PausedRAMCopy: @unchecked Sendable {
         let pieces = Self.pieces(of: extents)
         let base = UInt(bitPattern: buffer)
         populated.enter()
-        Thread { [populated] in
+        Thread { [populated, abandoned] in
             Self.eachPiece(pieces) { piece in
-                guard let start = UnsafeMutableRawPointer(bitPattern: base + UInt(piece.lowerBound)) else { return }
+                guard !abandoned.raised.load(ordering: .relaxed),
+                      let start = UnsafeMutableRawPointer(bitPattern: base + UInt(piece.lowerBound)) else { return }
                 Self.populate(start, piece.count)
             }
             populated.leave()
@@ -58,7 +65,8 @@ final class PausedRAMCopy: @unchecked Sendable {
     }
 
     deinit {
-        populated.wait()
+        abandoned.raised.store(true, ordering: .relaxed)
+        populated.wait()  // at most one 8 MiB piece per core
         if let buffer { munmap(buffer, size) }
         close(descriptor)
     }
@@ -84,7 +92,9 @@ final class PausedRAMCopy: @unchecked Sendable {
                 let n = pread(fd, target, piece.upperBound - done, off_t(done))
                 if n < 0, errno == EINTR { continue }
                 guard n > 0 else {
-                    failure.withLock { $0 = $0 ?? Errno() }
+                    // n == 0: the file shrank under a paused guest, which QEMU never does.
+                    let error = n < 0 ? Errno() : Errno(EIO)
+                    failure.withLock { $0 = $0 ?? error }
                     return
                 }
                 done += n
@@ -115,8 +125,8 @@ final class PausedRAMCopy: @unchecked Sendable {
 
     /// Faults in `count` bytes at `start` now, so that the copy in the pause does not.
     private static func populate(_ start: UnsafeMutableRawPointer, _ count: Int) {
-        if madvise(start, count, populateWrite) == 0 { return }
-        // An older kernel: touch each page.
+        if madvise(start, count, populateWrite) == 0 || errno != EINVAL { return }
+        // A kernel older than 5.14: touch each page. (On ENOMEM it is left to fault in the pause.)
         for offset in stride(from: 0, to: count, by: 4096) { (start + offset).storeBytes(of: 0, as: UInt8.self) }
     }
 }

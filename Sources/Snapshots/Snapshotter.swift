@@ -211,9 +211,7 @@ public struct Snapshotter: Sendable {
         try await checkCompatible(manifest)
         var input = input(manifest, ports: ports, sharedMemory: nil)
         if lazily {
-            guard manifest.memoryFrames != nil else {
-                throw StasisError(.invalidArgument, "snapshot \(manifest.id) keeps its RAM outside the chunk store (an older snapshot, or one of a fork): restore it without --lazy")
-            }
+            _ = try snapshots.chunkedMemory(manifest)  // refuses a snapshot whose RAM is not in frames
             input.memory = .served { [snapshots] mountpoint in
                 try await MemoryServer.start(home: snapshots.home, snapshot: manifest.id, mountpoint: mountpoint,
                                              log: mountpoint.deletingLastPathComponent().appendingPathComponent("memfs.log"))

@@ -107,12 +107,12 @@ struct SnapshotBench: AsyncParsableCommand {
                         leftProcesses.append(left.count)
                         leftRss.append(left.rssMiB)
                         stateKB.append(Double(manifest.state.size) / 1024)
-                        memoryAllocated.append(Double(manifest.memory?.allocated ?? 0) / 1_048_576)
+                        memoryAllocated.append(Double(manifest.memoryAddedBytes ?? Int(manifest.memory?.allocated ?? 0)) / 1_048_576)
                         diskAllocated.append(Double(manifest.disk.allocated) / 1_048_576)
                         progress("round \(round + 1)/\(runs) stasis stop:    paused \(fmt(sample.paused, 1)) ms, committed \(fmt(committed)) ms; processes left \(left.count)")
                     } else {
                         leave.append(sample)
-                        leaveMemoryAllocated.append(Double(manifest.memory?.allocated ?? 0) / 1_048_576)
+                        leaveMemoryAllocated.append(Double(manifest.memoryAddedBytes ?? Int(manifest.memory?.allocated ?? 0)) / 1_048_576)
                         progress("round \(round + 1)/\(runs) stasis leave:   paused \(fmt(sample.paused, 1)) ms, committed \(fmt(committed)) ms")
                     }
                     try await machine.remove(force: true)
@@ -205,8 +205,8 @@ struct SnapshotReport: BenchReport {
 
         """
         out += Figure.render(figures)
-        out += "\n\nSizes (medians): state \(fmt(stateKB.median, 1)) KB, RAM file \(fmt(memoryAllocatedMiB.median, 1)) MiB allocated"
-        out += " (leave-running copy \(fmt(leaveMemoryAllocatedMiB.median, 1)) MiB), disk layer \(fmt(diskAllocatedMiB.median, 2)) MiB;"
+        out += "\n\nSizes (medians): state \(fmt(stateKB.median, 1)) KB, RAM \(fmt(memoryAllocatedMiB.median, 1)) MiB new in the chunk store"
+        out += " (leave-running \(fmt(leaveMemoryAllocatedMiB.median, 1)) MiB), disk layer \(fmt(diskAllocatedMiB.median, 2)) MiB;"
         out += " plain stream \(fmt(plainStreamMiB.median, 1)) MiB"
         if processesLeft >= 0 {
             out += "\nSuspended machine (after stop-mode take): \(processesLeft) processes, \(fmt(processesLeftRssMiB, 1)) MiB Rss on the host"

@@ -25,8 +25,6 @@ struct StasisMemfs: ParsableCommand {
     @Option(help: "Seconds to wait for the first open before giving up.") var openTimeout: Int = 60
 
     func run() throws {
-        // A session of its own: the restore that started it returns, and the terminal it ran in may go.
-        _ = setsid()
         let store = SnapshotStore(home: StasisHome(root: URL(fileURLWithPath: home)))
         // The restore that started this has just verified the snapshot; each frame is checked
         // against its hash as it is read.
@@ -36,13 +34,15 @@ struct StasisMemfs: ParsableCommand {
         let system = MemoryFileSystem(
             file: file,
             describe: { "frame \($0) of snapshot \(id)'s memory" },
-            log: { FileHandle.standardError.write(Data("stasis-memfs: \($0)\n".utf8)) })
+            log: { try? FileHandle.standardError.write(contentsOf: Data("stasis-memfs: \($0)\n".utf8)) })
         try system.run(at: URL(fileURLWithPath: mount), openTimeout: .seconds(openTimeout)) {
-            FileHandle.standardOutput.write(Data("ready\n".utf8))
+            // The restore that started this may be gone (killed): then nobody will open the file.
+            guard (try? FileHandle.standardOutput.write(contentsOf: Data("ready\n".utf8))) != nil else { return false }
             // Close the pipe the restore waits on: it reads until end of file.
             let null = open("/dev/null", O_WRONLY)
             if null >= 0 { dup2(null, STDOUT_FILENO); close(null) }
+            return true
         }
-        FileHandle.standardError.write(Data("stasis-memfs: done, \(system.framesRead) frames decompressed\n".utf8))
+        try? FileHandle.standardError.write(contentsOf: Data("stasis-memfs: done, \(system.framesRead) frames decompressed\n".utf8))
     }
 }

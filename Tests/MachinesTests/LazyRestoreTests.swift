@@ -19,7 +19,7 @@ struct LazyRestoreTests {
         let paths = MachinePaths(home: env.home, id: record.id)
         #expect(record.memoryShared == false)
         #expect(record.memoryFile == paths.memoryMount.appendingPathComponent(MemoryFileSystem.fileName).path)
-        #expect(Self.isMounted(paths.memoryMount))
+        #expect(MountPoint.isMounted(paths.memoryMount))
 
         // Memory, processes and disk as the snapshot left them.
         try await machine.withAgent { agent in
@@ -42,7 +42,7 @@ struct LazyRestoreTests {
         print("lazy restore: \(cached) of \(allPages) pages read")
 
         try await machine.remove(force: true)
-        #expect(!Self.isMounted(paths.memoryMount), "removing the machine leaves no mount")
+        #expect(!MountPoint.isMounted(paths.memoryMount), "removing the machine leaves no mount")
     }
 
     @Test func aLazyMachineCanBeSnapshottedAndRestoredAgain() async throws {
@@ -62,12 +62,6 @@ struct LazyRestoreTests {
         try await back.remove(force: true)
         try await lazy.remove(force: true)
         try await SnapshotStore(home: env.home).remove(next.id, force: false, machines: try env.store.list())
-    }
-
-    /// Whether `folder` is a mount point of this process's mount namespace.
-    static func isMounted(_ folder: URL) -> Bool {
-        let table = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
-        return table.split(separator: "\n").contains { $0.split(separator: " ").dropFirst(4).first == Substring(folder.path) }
     }
 
     /// How many pages of `file` are in the page cache (mincore over a read-only mapping).

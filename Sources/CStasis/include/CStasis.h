@@ -31,12 +31,6 @@ void cshim_drain_signalfd(int fd);
 int cshim_pipe_cloexec(int fds[2]);
 int cshim_set_nonblocking(int fd);
 
-// ---- host memory files
-// memfd_create(name, MFD_CLOEXEC).
-int cshim_memfd_create(const char *name);
-// fallocate(fd, 0, offset, length): reserves the pages now rather than at first write.
-int cshim_fallocate(int fd, off_t offset, off_t length);
-
 // ---- network (IPv4, host byte order addresses)
 int cshim_if_up(const char *ifname);
 int cshim_if_set_ipv4(const char *ifname, uint32_t addr, uint32_t netmask);
