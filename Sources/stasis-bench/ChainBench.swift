@@ -58,7 +58,21 @@ struct ChainBench: AsyncParsableCommand {
         var takeMs: Summary
         var firstRestoreMs: Summary
         var lastRestoreMs: Summary
+        /// Where a restore of the first and the last snapshot differ.
+        var first: RestoreShape
+        var last: RestoreShape
         var command: String
+
+        /// What a restore of one snapshot has to do before QEMU runs.
+        struct RestoreShape: Encodable {
+            /// Non-zero RAM frames written, and how many of them are a chunk plus page patches.
+            var frames: Int
+            var patchedFrames: Int
+            /// Writing the RAM file from the store alone (median, ms).
+            var materializeMs: Double
+            /// Snapshot disk layers QEMU opens (the snapshot's own and those below it).
+            var diskLayers: Int
+        }
 
         var budget: Double { 1.2 * Double(fullSnapshotBytes) + Double(snapshots * changeBytes) }
 
@@ -78,6 +92,9 @@ struct ChainBench: AsyncParsableCommand {
                 ["snapshot taken, --leave-running (ms)", fmt(takeMs.median), "", "", "", ""],
                 ["restore → first exec, snapshot \(snapshots) (ms)", fmt(lastRestoreMs.median), "snapshot 1: \(fmt(firstRestoreMs.median))",
                  fmt(restoreRatio, 2), "≤ 1.10", verdict(restoreRatio <= 1.10)],
+                ["  RAM written from the store (ms)", fmt(last.materializeMs), "snapshot 1: \(fmt(first.materializeMs))", fmt(last.materializeMs / first.materializeMs, 2), "", ""],
+                ["  non-zero frames (patched)", "\(last.frames) (\(last.patchedFrames))", "snapshot 1: \(first.frames) (\(first.patchedFrames))", "", "", ""],
+                ["  disk layers opened", "\(last.diskLayers)", "snapshot 1: \(first.diskLayers)", "", "", ""],
             ]))
             \(command)
             """
@@ -138,11 +155,37 @@ struct ChainBench: AsyncParsableCommand {
             }
             progress("  restore round \(round): first \(fmt(first.last ?? 0)) ms, last \(fmt(last.last ?? 0)) ms")
         }
+        var shapes: [Report.RestoreShape] = []
+        for id in [firstID, lastID] { shapes.append(try await Self.shape(of: id, snapshots: snapshotter.snapshots, work: run.work, runs: restores)) }
         return Report(
             image: image, memoryMiB: memoryMiB, snapshots: snapshots, changeBytes: changeBytes, fullSnapshotBytes: full,
             chainBytes: chainBytes, memoryAddedBytes: chain.reduce(0) { $0 + ($1.memoryAddedBytes ?? 0) },
             stateBytes: chain.reduce(0) { $0 + Int($1.state.allocated) }, diskBytes: chain.reduce(0) { $0 + Int($1.disk.allocated) },
-            takeMs: Summary(takeMs), firstRestoreMs: Summary(first), lastRestoreMs: Summary(last), command: command)
+            takeMs: Summary(takeMs), firstRestoreMs: Summary(first), lastRestoreMs: Summary(last),
+            first: shapes[0], last: shapes[1], command: command)
+    }
+
+    /// The frames, disk layers and RAM-writing time of one snapshot's restore.
+    static func shape(of id: String, snapshots: SnapshotStore, work: URL, runs: Int) async throws -> Report.RestoreShape {
+        let manifest = try snapshots.manifest(id)
+        let scratch = work.appendingPathComponent("materialize-\(id)")
+        var times: [Double] = []
+        let clock = ContinuousClock()
+        for _ in 1 ... runs {
+            let start = clock.now
+            try await runBlocking { try snapshots.materializeMemory(manifest, to: scratch) }
+            times.append((clock.now - start).milliseconds)
+            try FileManager.default.removeItem(at: scratch)
+        }
+        var layers = 0
+        var base = manifest.diskBase
+        layers += 1  // its own
+        while base.hasSuffix("/disk.qcow2"), let below = try? snapshots.manifest(URL(fileURLWithPath: base).deletingLastPathComponent().lastPathComponent) {
+            layers += 1
+            base = below.diskBase
+        }
+        return .init(frames: manifest.memoryFrames?.nonZeroFrames.count ?? 0, patchedFrames: manifest.memoryFrames?.patchedFrames ?? 0,
+                     materializeMs: Summary(times).median, diskLayers: layers)
     }
 
     /// Bytes allocated under the home's chunks/ and snapshots/ (RAM caches for forks left out).
