@@ -2,8 +2,8 @@ import Foundation
 import StasisCore
 
 /// Starts and finds `stasis-memfs`, the process that serves one lazily restored machine's RAM.
-/// It runs detached (its own session) for as long as the machine's QEMU keeps the file open, so a
-/// `stasis restore` can return while the guest goes on faulting its memory in.
+/// It runs detached (a process group of its own) for as long as the machine's QEMU keeps the file
+/// open, so a `stasis restore` can return while the guest goes on faulting its memory in.
 public enum MemoryServer {
     /// The executable: `$STASIS_MEMFS`, else `stasis-memfs` beside the running program (the CLI,
     /// the bench or the tests), else on `PATH`.
@@ -21,7 +21,7 @@ public enum MemoryServer {
         throw StasisError(.notFound, "stasis-memfs, which serves a lazily restored machine's memory, is not installed beside \(own.deletingLastPathComponent().path) or on PATH: build it (swift build --product stasis-memfs) or restore without --lazy")
     }
 
-    /// Whether this host can serve memory lazily: /dev/fuse exists and can be opened.
+    /// Whether this host can serve memory lazily: /dev/fuse can be opened and stasis-memfs is found.
     public static var isAvailable: Bool {
         let fd = open("/dev/fuse", O_RDWR | O_CLOEXEC)
         guard fd >= 0 else { return false }
