@@ -175,9 +175,9 @@ extension Machine {
         case written(by: @Sendable (_ ramFile: URL) async throws -> Void)
         /// A RAM file mapped private, copy-on-write: forks of one snapshot share its pages.
         case mappedPrivately(URL)
-        /// Served lazily: the closure starts a server mounted at the folder it is given and
-        /// returns the file it serves, which the machine maps privately.
-        case served(@Sendable (_ mountpoint: URL) async throws -> URL)
+        /// Served lazily: the closure starts a server mounted at the folder it is given, logging
+        /// to the file it is given, and returns the file it serves, which the machine maps privately.
+        case served(@Sendable (_ mountpoint: URL, _ log: URL) async throws -> URL)
     }
 
     /// What a restore needs from a snapshot.
@@ -241,7 +241,7 @@ extension Machine {
                 record.memoryFile = memory.path
                 record.memoryShared = false
             case .served(let start):
-                record.memoryFile = try await start(paths.memoryMount).path
+                record.memoryFile = try await start(paths.memoryMount, paths.memoryServerLog).path
                 record.memoryShared = false
             }
             try store.save(record)

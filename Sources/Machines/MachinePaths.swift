@@ -23,6 +23,8 @@ public struct MachinePaths: Sendable {
     public var lock: URL { directory.appendingPathComponent("lock") }
     /// Where a lazily restored machine's RAM is served (a FUSE mount while its QEMU runs).
     public var memoryMount: URL { directory.appendingPathComponent("memory.fuse") }
+    /// The log of the process serving `memoryMount`.
+    public var memoryServerLog: URL { directory.appendingPathComponent("memfs.log") }
     /// Host end of the guest agent's port `index`.
     public func agentSocket(_ index: Int) -> URL { directory.appendingPathComponent("agent\(index).sock") }
     /// Held (flock) by the process using agent port `index`, so two clients never share one.

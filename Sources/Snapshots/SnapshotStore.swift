@@ -27,12 +27,9 @@ public struct SnapshotStore: Sendable {
     /// gc never takes for unused what is about to be used.
     public var chunkWritersLock: URL { home.root.appendingPathComponent("chunks.lock") }
 
-    /// For a snapshot disk on `diskBase`: how many snapshot disk layers a restore reads through,
-    /// its own included (1 for a disk on the image), and the layer at the bottom of the chain
-    /// (the image rootfs the chain started from).
-    /// The snapshot disks from `diskBase` down, each with its tier, and the first layer below
+    /// The snapshot disks from `diskBase` down, each with its manifest, and the first layer below
     /// them that is no snapshot's (the image's rootfs).
-    func diskLayers(onto diskBase: String) -> (layers: [(path: String, manifest: SnapshotManifest)], bottom: String) {
+    public func diskLayers(onto diskBase: String) -> (layers: [(path: String, manifest: SnapshotManifest)], bottom: String) {
         var layers: [(path: String, manifest: SnapshotManifest)] = []
         var base = diskBase
         while layers.count < 10_000, base.hasSuffix("/disk.qcow2"),

@@ -212,9 +212,8 @@ public struct Snapshotter: Sendable {
         var input = input(manifest, ports: ports, sharedMemory: nil)
         if lazily {
             _ = try snapshots.chunkedMemory(manifest)  // refuses a snapshot whose RAM is not in frames
-            input.memory = .served { [snapshots] mountpoint in
-                try await MemoryServer.start(home: snapshots.home, snapshot: manifest.id, mountpoint: mountpoint,
-                                             log: mountpoint.deletingLastPathComponent().appendingPathComponent("memfs.log"))
+            input.memory = .served { [snapshots] mountpoint, log in
+                try await MemoryServer.start(home: snapshots.home, snapshot: manifest.id, mountpoint: mountpoint, log: log)
             }
         }
         return try await Machine.restore(input, name: name, autoRemove: autoRemove, store: machines)

@@ -146,12 +146,8 @@ struct ChainBench: AsyncParsableCommand {
         guard let firstID = chain.first?.id, let lastID = chain.last?.id else { throw StasisError(.internalError, "empty chain") }
         for round in 1 ... restores {
             for (id, into) in [(firstID, 0), (lastID, 1)] {
-                let start = clock.now
-                let restored = try await snapshotter.restore(id, name: "chain-restored")
-                try await StasisGuest.execTrue(restored)
-                let ms = (clock.now - start).milliseconds
+                let ms = try await StasisGuest.restoreToExec(snapshotter, snapshot: id, name: "chain-restored")
                 if into == 0 { first.append(ms) } else { last.append(ms) }
-                try await restored.remove(force: true)
             }
             progress("  restore round \(round): first \(fmt(first.last ?? 0)) ms, last \(fmt(last.last ?? 0)) ms")
         }
@@ -177,15 +173,8 @@ struct ChainBench: AsyncParsableCommand {
             times.append((clock.now - start).milliseconds)
             try FileManager.default.removeItem(at: scratch)
         }
-        var layers = 0
-        var base = manifest.diskBase
-        layers += 1  // its own
-        while base.hasSuffix("/disk.qcow2"), let below = try? snapshots.manifest(URL(fileURLWithPath: base).deletingLastPathComponent().lastPathComponent) {
-            layers += 1
-            base = below.diskBase
-        }
         return .init(frames: manifest.memoryFrames?.nonZeroFrames.count ?? 0, patchedFrames: manifest.memoryFrames?.patchedFrames ?? 0,
-                     materializeMs: Summary(times).median, diskLayers: layers)
+                     materializeMs: Summary(times).median, diskLayers: 1 + snapshots.diskLayers(onto: manifest.diskBase).layers.count)
     }
 
     /// Bytes allocated under the home's chunks/ and snapshots/ (RAM caches for forks left out).

@@ -126,15 +126,8 @@ struct LazyBench: AsyncParsableCommand {
         return (home, snapshot)
     }
 
-    /// Restores `snapshot`, execs `true`, removes the machine; the restore-to-exec time.
     private func restoreToExec(home: StasisHome, snapshot: String, lazily: Bool, name: String) async throws -> Double {
-        let clock = ContinuousClock()
-        let start = clock.now
-        let machine = try await Snapshotter(home: home).restore(snapshot, name: "lazy-\(name)-\(lazily ? "l" : "e")", lazily: lazily)
-        try await StasisGuest.execTrue(machine)
-        let ms = (clock.now - start).milliseconds
-        try await machine.remove(force: true)
-        return ms
+        try await StasisGuest.restoreToExec(Snapshotter(home: home), snapshot: snapshot, name: "lazy-\(name)-\(lazily ? "l" : "e")", lazily: lazily)
     }
 
     /// Restores `snapshot` and snapshots it again at once (stop mode): time and new bytes.

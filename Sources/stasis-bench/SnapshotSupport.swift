@@ -282,6 +282,18 @@ enum StasisGuest {
         guard status == 0 else { throw StasisError(.guestFailure, "`true` exited \(status) in \(await machine.name)") }
     }
 
+    /// Restores `snapshot` as `name`, execs `true`, removes the machine: the time from the call to
+    /// the answered exec, in ms.
+    static func restoreToExec(_ snapshotter: Snapshotter, snapshot: String, name: String, lazily: Bool = false) async throws -> Double {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let machine = try await snapshotter.restore(snapshot, name: name, lazily: lazily)
+        try await execTrue(machine)
+        let ms = (clock.now - start).milliseconds
+        try await machine.remove(force: true)
+        return ms
+    }
+
     /// Processes left for a machine (QEMU's `-name stasis-ID`), and their total Rss in MiB.
     static func processesLeft(machineID: String) -> (count: Int, rssMiB: Double) {
         let pids = Cleanup.qemuProcesses(machineID: machineID)
