@@ -7,6 +7,11 @@ import Synchronization
 /// each file one plain zstd frame (so `zstd -d` reads it), named by the SHA-256 of its
 /// uncompressed bytes. A chunk is written once; all-zero frames are never stored.
 ///
+/// Small chunks (page patches of a few hundred bytes) are kept in packs instead,
+/// `<root>/chunks/packs/<sha256 hex of the pack>`: one file of concatenated zstd frames per cut,
+/// found by the frame lists that name the pack and an offset in it. A pack is shared by every
+/// later list that still uses one of its chunks, and removed by gc when no list names it.
+///
 /// A Sendable final class rather than an actor: the frame cutter calls `put` from many threads at
 /// once, and each call is blocking work (hash, compress, write, fsync) that an actor would funnel
 /// through one executor while making every caller async. Each chunk write is made atomic by the
@@ -21,6 +26,7 @@ public final class ChunkStore: Sendable {
     public let level: Int
 
     private let chunksPath: String
+    private let packsPath: String
     private let folders = Mutex(Folders())
 
     private struct Folders {
@@ -37,6 +43,7 @@ public final class ChunkStore: Sendable {
         self.root = root.standardizedFileURL
         self.directory = self.root.appendingPathComponent("chunks")
         self.chunksPath = directory.path
+        self.packsPath = directory.appendingPathComponent("packs").path
         self.level = level
     }
 
@@ -84,12 +91,22 @@ public final class ChunkStore: Sendable {
         return (ChunkRef(hash: hash, rawSize: raw.count, storedSize: frame.count), true)
     }
 
-    /// A chunk's name and compressed frame, not written anywhere: for a caller that packs small
-    /// chunks into one file of its own. Nil for an all-zero chunk.
-    func encode(_ raw: UnsafeRawBufferPointer, codec: Zstd, prefix: UnsafeRawBufferPointer? = nil) throws -> (hash: String, frame: [UInt8])? {
-        if FileIO.isZero(raw) { return nil }
-        let hash = ChunkStore.name(of: raw, prefix: prefix)
-        return (hash, try codec.compress(raw, level: level, prefix: prefix))
+    /// Writes `bytes` (concatenated chunks) as a pack named by their SHA-256 and returns the name;
+    /// a pack already stored is not written again. Durable at the next `sync()`, like a chunk.
+    public func writePack(_ bytes: [UInt8]) throws -> String {
+        let name = bytes.withUnsafeBytes { ChunkStore.hash($0) }
+        let path = packsPath + "/" + name
+        var st = stat()
+        if stat(path, &st) == 0, st.st_size == bytes.count {
+            folders.withLock { state in
+                if state.unsynced.insert(packsPath).inserted { state.unsynced.insert(chunksPath) }
+            }
+            return name
+        }
+        try makeFolder(packsPath)
+        try bytes.withUnsafeBytes { try writeDurably($0, to: path) }
+        folders.withLock { _ = $0.unsynced.insert(packsPath) }
+        return name
     }
 
     /// fsyncs every folder whose entries changed since the last call, once each: a snapshot of
@@ -236,6 +253,35 @@ public final class ChunkStore: Sendable {
     /// Where chunk `hash` is (or would be) stored.
     public func path(of hash: String) -> String { chunksPath + "/" + hash.prefix(2) + "/" + hash }
 
+    /// Where pack `name` is (or would be) stored.
+    public func packURL(_ name: String) -> URL { URL(fileURLWithPath: packsPath + "/" + name) }
+
+    /// Every stored pack's name and size, for garbage collection and `stasis df`.
+    public func allPacks() throws -> [(name: String, size: Int)] {
+        guard FileManager.default.fileExists(atPath: packsPath) else { return [] }
+        let names: [String]
+        do { names = try FileManager.default.contentsOfDirectory(atPath: packsPath) } catch {
+            throw StasisError(.ioFailure, "cannot list \(packsPath)", cause: error)
+        }
+        return names.filter(Hex.isDigest).compactMap { name in
+            var st = stat()
+            return stat(packsPath + "/" + name, &st) == 0 ? (name, Int(st.st_size)) : nil
+        }
+    }
+
+    /// Deletes pack `name`; returns false if it was not stored. The caller (gc) must know that
+    /// no frame list names it.
+    @discardableResult
+    public func removePack(_ name: String) throws -> Bool {
+        guard Hex.isDigest(name) else { throw StasisError(.invalidArgument, "'\(name.prefix(80))' is not a pack name") }
+        guard unlink(packsPath + "/" + name) == 0 else {
+            if errno == ENOENT { return false }
+            throw StasisError(.ioFailure, "cannot remove pack \(name)", cause: Errno())
+        }
+        folders.withLock { _ = $0.unsynced.insert(packsPath) }
+        return true
+    }
+
     /// Whether chunk `hash` is stored; false for anything that is not a chunk hash.
     public func contains(_ hash: String) -> Bool {
         guard Hex.isDigest(hash) else { return false }
@@ -271,8 +317,8 @@ public final class ChunkStore: Sendable {
         let manager = FileManager.default
         guard manager.fileExists(atPath: chunksPath) else { return 0 }
         var removed = 0
-        for prefix in (try? manager.contentsOfDirectory(atPath: chunksPath)) ?? [] where prefix.utf8.count == 2 {
-            let folder = chunksPath + "/" + prefix
+        let prefixes = ((try? manager.contentsOfDirectory(atPath: chunksPath)) ?? []).filter { $0.utf8.count == 2 }
+        for folder in prefixes.map({ chunksPath + "/" + $0 }) + [packsPath] {
             for name in (try? manager.contentsOfDirectory(atPath: folder)) ?? [] where name.hasPrefix(".") && name.contains(".tmp-") {
                 if unlink(folder + "/" + name) == 0 { removed += 1 }
             }

@@ -12,18 +12,19 @@ public struct ChunkedFile: Sendable {
     public let workers: Int
     /// The file delta chunks were compressed against, when the list has any.
     public let reference: FrameReference?
-    /// The list's pack file, when it has packed chunks.
-    public let pack: URL?
+    /// The list's own pack file, for a version 3 list with packed chunks (later lists name packs
+    /// of the store).
+    public let ownPack: URL?
 
     /// Non-zero frames one worker takes at a time.
     static let framesPerBatch = 64
 
     /// The file described by `frames`, its chunks in `store`, its delta chunks against `reference`.
-    public init(store: ChunkStore, frames: FrameList, reference: FrameReference? = nil, pack: URL? = nil, workers: Int? = nil) {
+    public init(store: ChunkStore, frames: FrameList, reference: FrameReference? = nil, ownPack: URL? = nil, workers: Int? = nil) {
         self.store = store
         self.frames = frames
         self.reference = reference
-        self.pack = pack
+        self.ownPack = ownPack
         self.workers = max(1, workers ?? ParallelWork.defaultWorkers())
     }
 
@@ -107,9 +108,8 @@ public struct ChunkedFile: Sendable {
             }
             do {
                 var packedAt: (URL, Int)? = nil
-                if let offset = patch.packOffset {
-                    guard let pack else { throw StasisError(.notFound, "it is in a pack file, and none was given") }
-                    packedAt = (pack, offset)
+                if let location = patch.packed {
+                    packedAt = (try packURL(location.pack), location.offset)
                 }
                 if patch.isDelta {
                     // Compressed against the page it replaces, which the frame's chunk just wrote.
@@ -123,6 +123,13 @@ public struct ChunkedFile: Sendable {
             }
         }
         return ref.rawSize
+    }
+
+    /// Where pack `name` is: the store's pack, or the list's own file.
+    private func packURL(_ name: String) throws -> URL {
+        guard name == FrameList.ownPack else { return store.packURL(name) }
+        guard let ownPack else { throw StasisError(.notFound, "it is in the list's own pack file, and none was given") }
+        return ownPack
     }
 
     /// Decompresses only the `position`-th non-zero frame's chunk (no patches): a delta chunk

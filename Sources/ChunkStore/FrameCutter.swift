@@ -38,17 +38,16 @@ public struct FrameCutter: Sendable {
     /// With `reference`, a frame inside one of its segments is stored as a delta against the
     /// reference's bytes for it (`FrameReference`); `base` is then read with the same reference.
     ///
-    /// With `pack` (and `basePack`, the base's own), new page patches go into that one file, written
-    /// and fsynced here, instead of a store file each: a page delta of a few hundred bytes would
-    /// otherwise take a whole file system block.
-    public func cut(_ url: URL, base: FrameList? = nil, reference: FrameReference? = nil, pack: URL? = nil,
-                    basePack: URL? = nil) throws -> CutResult {
+    /// `packing`, new page patches go into one pack of the store, instead of a store file each:
+    /// a page delta of a few hundred bytes would otherwise take a whole file system block. A
+    /// page patch the base already has in a pack of the store is listed where it is.
+    public func cut(_ url: URL, base: FrameList? = nil, reference: FrameReference? = nil, packing: Bool = false) throws -> CutResult {
         let path = url.path
         let fd = try FileIO.openForReading(path)
         defer { close(fd) }
         let size = try FileIO.size(fd, path: path)
         return try cut(name: path, size: size, dataRanges: try SparseFile.dataRanges(fd, size: size),
-                       base: base, reference: reference, pack: pack, basePack: basePack) { buffer, count, offset in
+                       base: base, reference: reference, packing: packing) { buffer, count, offset in
             try FileIO.read(fd, into: buffer, count: count, at: offset)
         }
     }
@@ -56,11 +55,10 @@ public struct FrameCutter: Sendable {
     /// Cuts bytes already in memory, as `cut(_:)` cuts a file: `dataRanges` are the byte ranges
     /// that may hold anything but zeros. `memory` must not change meanwhile.
     public func cut(memory: UnsafeRawBufferPointer, dataRanges: [Range<Int>], name: String, base: FrameList? = nil,
-                    reference: FrameReference? = nil, pack: URL? = nil, basePack: URL? = nil) throws -> CutResult {
+                    reference: FrameReference? = nil, packing: Bool = false) throws -> CutResult {
         let start = UInt(bitPattern: memory.baseAddress)
         let size = memory.count
-        return try cut(name: name, size: size, dataRanges: dataRanges, base: base, reference: reference, pack: pack,
-                       basePack: basePack) { buffer, count, offset in
+        return try cut(name: name, size: size, dataRanges: dataRanges, base: base, reference: reference, packing: packing) { buffer, count, offset in
             let length = max(0, min(count, size - offset))
             if let from = UnsafeRawPointer(bitPattern: start + UInt(offset)), length > 0 {
                 buffer.copyMemory(from: from, byteCount: length)
@@ -70,7 +68,7 @@ public struct FrameCutter: Sendable {
     }
 
     private func cut(name path: String, size: Int, dataRanges: [Range<Int>], base: FrameList?, reference: FrameReference?,
-                     pack: URL?, basePack: URL?,
+                     packing: Bool,
                      read: @escaping @Sendable (UnsafeMutableRawPointer, _ count: Int, _ offset: Int) throws -> Int) throws -> CutResult {
         guard size <= FrameList.maxTotalSize else {
             throw StasisError(.invalidArgument, "\(path) is \(size) bytes; a frame list holds at most \(FrameList.maxTotalSize)")
@@ -82,10 +80,12 @@ public struct FrameCutter: Sendable {
         let store = self.store
         let base = base.flatMap {
             $0.frameSize == frameSize && frameSize > FrameList.pageSize
-                ? ChunkedFile(store: store, frames: $0, reference: reference, pack: basePack, workers: 1) : nil
+                ? ChunkedFile(store: store, frames: $0, reference: reference, workers: 1) : nil
         }
         let batchCapacity = max(frameSize, FrameCutter.batchBytes)
-        let basePacked = base?.frames.packedChunks ?? []
+        // Pages the base keeps in packs of the store stay there; a version 3 base's own pack is
+        // its snapshot's, so its pages are packed again.
+        let basePacked = (base?.frames.packedChunks ?? [:]).filter { $0.value.location.pack != FrameList.ownPack }
         do {
             try ParallelWork.run(workers: min(workers, max(batches.count, 1))) { _, work in
                 let codec = try Zstd()
@@ -124,7 +124,7 @@ public struct FrameCutter: Sendable {
                             continue
                         }
                         if let base, let (ref, pages) = try patch(frame, index: index, over: base, scratch: baseFrame, codec: codec,
-                                                                   packing: pack != nil, basePacked: basePacked, tally: &local) {
+                                                                   packing: packing, basePacked: basePacked, tally: &local) {
                             local.frames.append((index, ref))
                             local.patches[index] = pages
                             continue
@@ -140,9 +140,9 @@ public struct FrameCutter: Sendable {
         } catch let error as StasisError {
             throw StasisError(error.code, "cannot cut \(path) into frames", cause: error)
         }
-        try store.sync()
         var tally = results.withLock { $0 }
-        if let pack { try writePack(&tally, to: pack) }
+        if !tally.packed.isEmpty { try writePack(&tally) }
+        try store.sync()
         let frames = try FrameList(frameSize: frameSize, totalSize: size, frames: tally.frames, patches: tally.patches,
                                    reference: tally.deltaChunks.isEmpty ? nil : reference?.identity, deltaChunks: tally.deltaChunks)
         let holes = frames.frameCount - frames.nonZeroFrames.count - tally.zeroFrames
@@ -166,7 +166,8 @@ public struct FrameCutter: Sendable {
     /// or returns nil (no base frame, too many pages differ, or the base chunk cannot be read:
     /// then the frame is stored whole).
     private func patch(_ frame: UnsafeRawBufferPointer, index: Int, over base: ChunkedFile, scratch: UnsafeMutableRawBufferPointer,
-                       codec: Zstd, packing: Bool, basePacked: Set<String>, tally: inout Tally) throws -> (ChunkRef, [FrameList.PagePatch])? {
+                       codec: Zstd, packing: Bool, basePacked: [String: (location: FrameList.PackLocation, storedSize: Int)],
+                       tally: inout Tally) throws -> (ChunkRef, [FrameList.PagePatch])? {
         guard let position = base.position(ofFrame: index), let ours = frame.baseAddress, let theirs = scratch.baseAddress,
               let baseRef = try? base.loadChunk(position: position, into: scratch, codec: codec),
               baseRef.rawSize == frame.count else { return nil }
@@ -185,21 +186,25 @@ public struct FrameCutter: Sendable {
             let old = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(scratch)[range])
             let new = UnsafeRawBufferPointer(rebasing: frame[range])
             let prefix = FileIO.isZero(old) ? nil : old
-            // A page the base packed too has outlived one snapshot: it goes to the store, where
-            // every later snapshot finds it, instead of into each one's pack again.
-            let promote = !basePacked.isEmpty && basePacked.contains(ChunkStore.name(of: new, prefix: prefix))
-            if packing, !promote {
-                guard let (hash, bytes) = try store.encode(new, codec: codec, prefix: prefix) else {
+            if packing {
+                if FileIO.isZero(new) {
                     pages.append(FrameList.PagePatch(page: page, chunk: nil))
                     continue
                 }
-                let ref = ChunkRef(hash: hash, rawSize: new.count, storedSize: bytes.count)
-                if let known = store.stored(hash: hash, rawSize: new.count) {
+                let hash = ChunkStore.name(of: new, prefix: prefix)
+                if let kept = basePacked[hash] {
+                    // Unchanged since the base: listed where the base has it.
+                    let ref = ChunkRef(hash: hash, rawSize: new.count, storedSize: kept.storedSize)
+                    pages.append(FrameList.PagePatch(page: page, chunk: ref, isDelta: prefix != nil, packed: kept.location))
+                } else if let known = store.stored(hash: hash, rawSize: new.count) {
                     pages.append(FrameList.PagePatch(page: page, chunk: known, isDelta: prefix != nil))
                 } else {
-                    // Its offset is known once every worker is done (`writePack`): -1 until then.
+                    // Its pack and offset are known once every worker is done (`writePack`).
+                    let bytes = try codec.compress(new, level: store.level, prefix: prefix)
                     tally.packed[hash] = bytes
-                    pages.append(FrameList.PagePatch(page: page, chunk: ref, isDelta: prefix != nil, packOffset: -1))
+                    let ref = ChunkRef(hash: hash, rawSize: new.count, storedSize: bytes.count)
+                    pages.append(FrameList.PagePatch(page: page, chunk: ref, isDelta: prefix != nil,
+                                                     packed: .init(pack: FrameList.ownPack, offset: -1)))
                 }
                 continue
             }
@@ -211,20 +216,22 @@ public struct FrameCutter: Sendable {
         return (baseRef, pages)
     }
 
-    /// Writes the packed chunks to `pack` (in hash order, so the same cut gives the same file),
-    /// fsynced, and sets each patch's offset.
-    private func writePack(_ tally: inout Tally, to pack: URL) throws {
+    /// Writes the new packed chunks as one pack of the store (in hash order, so the same cut
+    /// gives the same pack), and sets each new patch's pack and offset.
+    private func writePack(_ tally: inout Tally) throws {
         var offsets: [String: Int] = [:]
         var bytes: [UInt8] = []
         for hash in tally.packed.keys.sorted() {
             offsets[hash] = bytes.count
             bytes += tally.packed[hash] ?? []
         }
-        try AtomicFile.write(Data(bytes), to: pack)
+        let name = try store.writePack(bytes)
         for (frame, pages) in tally.patches {
             tally.patches[frame] = pages.map { patch in
                 var patch = patch
-                if patch.packOffset != nil, let hash = patch.chunk?.hash { patch.packOffset = offsets[hash] }
+                if let hash = patch.chunk?.hash, patch.packed?.offset == -1, let offset = offsets[hash] {
+                    patch.packed = .init(pack: name, offset: offset)
+                }
                 return patch
             }
         }

@@ -22,9 +22,15 @@ import StasisCore
 /// their old content in a few words). It also adds packed chunks: page patches kept in one pack
 /// file beside the list (`packed`: each one's offset there) rather than one store file each,
 /// because a few hundred bytes in a file of their own take a whole file system block.
+///
+/// Version 4 keeps packs in the chunk store, named by their content (`packs`), so a page patch
+/// that outlives its snapshot stays where it was written and later lists name that pack and
+/// offset; version 3's packed chunks are in "the list's own pack", a file beside it (`ownPack`).
 public struct FrameList: Codable, Equatable, Sendable {
     /// The newest format written (version 1 without patches or reference, 2 with patches) and read.
-    public static let currentVersion = 3
+    public static let currentVersion = 4
+    /// The name version 3 lists give their only pack: the file kept beside the list.
+    public static let ownPack = ""
     /// The granularity of patches: one guest page.
     public static let pageSize = 4 << 10
     /// The smallest frame size: one guest page.
@@ -53,8 +59,29 @@ public struct FrameList: Codable, Equatable, Sendable {
     /// Positions in `chunks` of delta chunks: a frame's chunk (against the reference) or a page
     /// patch (against the page beneath it); a chunk is never both, their sizes differ.
     let deltaSlots: Set<Int>
-    /// Positions in `chunks` of page chunks kept in the list's pack file, with their offsets there.
-    let packedAt: [Int: Int]
+    /// The packs packed chunks are in: chunk store pack names, or `ownPack` alone (version 3).
+    public let packs: [String]
+    /// Positions in `chunks` of page chunks kept in a pack, with the pack's position in `packs`
+    /// and their offset there.
+    let packedAt: [Int: PackedSlot]
+
+    /// Where a packed chunk is, as kept: the pack's position in `packs`, and the offset.
+    struct PackedSlot: Equatable, Sendable {
+        var pack: Int
+        var offset: Int
+    }
+
+    /// Where a packed chunk is: a pack's name (`ownPack` for a version 3 list's own file) and
+    /// the chunk's offset in it.
+    public struct PackLocation: Hashable, Sendable {
+        public var pack: String
+        public var offset: Int
+
+        public init(pack: String, offset: Int) {
+            self.pack = pack
+            self.offset = offset
+        }
+    }
 
     /// A page patch as kept: the page and its chunk's position in `chunks`, or -1 for zeros.
     struct StoredPatch: Equatable, Sendable {
@@ -64,18 +91,18 @@ public struct FrameList: Codable, Equatable, Sendable {
 
     /// A page of a frame stored on its own over the frame's chunk; nil chunk: the page is zeros.
     /// `isDelta`: the chunk is compressed against the page of the frame's chunk it replaces.
-    /// `packOffset`: the chunk is in the list's pack file, at that offset.
+    /// `packed`: the chunk is in that pack, at that offset, rather than a file of the store.
     public struct PagePatch: Equatable, Sendable {
         public var page: Int
         public var chunk: ChunkRef?
         public var isDelta: Bool
-        public var packOffset: Int?
+        public var packed: PackLocation?
 
-        public init(page: Int, chunk: ChunkRef?, isDelta: Bool = false, packOffset: Int? = nil) {
+        public init(page: Int, chunk: ChunkRef?, isDelta: Bool = false, packed: PackLocation? = nil) {
             self.page = page
             self.chunk = chunk
             self.isDelta = isDelta && chunk != nil
-            self.packOffset = chunk == nil ? nil : packOffset
+            self.packed = chunk == nil ? nil : packed
         }
     }
     /// "sha256f:" + SHA-256 over frame size, total size and each non-zero frame's index and chunk
@@ -94,12 +121,24 @@ public struct FrameList: Codable, Equatable, Sendable {
     public var deltaBytes: Int { Set(chunkOfFrame).intersection(deltaSlots).reduce(0) { $0 + storedSizes[$1] } }
     /// The chunks that are files of the chunk store (not in the pack).
     public var storeChunks: [String] { chunks.indices.filter { packedAt[$0] == nil }.map { chunks[$0] } }
-    /// The chunks in the pack file.
-    public var packedChunks: Set<String> { Set(packedAt.keys.map { chunks[$0] }) }
-    /// Bytes of chunks in the pack file.
+    /// The chunks in packs: where each is, and its stored size.
+    public var packedChunks: [String: (location: PackLocation, storedSize: Int)] {
+        Dictionary(uniqueKeysWithValues: packedAt.map { slot, place in
+            (chunks[slot], (PackLocation(pack: packs[place.pack], offset: place.offset), storedSizes[slot]))
+        })
+    }
+    /// Bytes of chunks in packs.
     public var packedBytes: Int { packedAt.keys.reduce(0) { $0 + storedSizes[$1] } }
-    /// The length the pack file must have at least (0: the list has none).
-    public var packLength: Int { packedAt.map { $0.value + storedSizes[$0.key] }.max() ?? 0 }
+    /// Bytes of chunks in the list's own pack file (version 3 lists only).
+    public var ownPackBytes: Int { packs == [FrameList.ownPack] ? packedBytes : 0 }
+    /// The length each pack must have at least, by name.
+    public var packLengths: [String: Int] {
+        var lengths: [String: Int] = [:]
+        for (slot, place) in packedAt {
+            lengths[packs[place.pack]] = max(lengths[packs[place.pack]] ?? 0, place.offset + storedSizes[slot])
+        }
+        return lengths
+    }
 
     /// A frame list from the non-zero frames' chunks (any order), and page patches over some of
     /// them keyed by frame index; every other frame is zero. `deltaChunks` are chunks compressed
@@ -108,7 +147,7 @@ public struct FrameList: Codable, Equatable, Sendable {
     public init(frameSize: Int, totalSize: Int, frames: some Sequence<(index: Int, ref: ChunkRef)>,
                 patches: [Int: [PagePatch]] = [:], reference: FrameReference.Identity? = nil,
                 deltaChunks: Set<String> = []) throws {
-        var packed: [String: Int] = [:]
+        var packed: [String: PackLocation] = [:]
         try FrameList.checkGeometry(frameSize: frameSize, totalSize: totalSize, error: .invalidArgument)
         if let reference { try FrameList.checkReference(reference, totalSize: totalSize, error: .invalidArgument) }
 
@@ -152,7 +191,7 @@ public struct FrameList: Codable, Equatable, Sendable {
                         }
                         let chunkSlot = slot(of: chunk)
                         if patch.isDelta { patchDeltas.insert(chunkSlot) }
-                        if let offset = patch.packOffset { packed[chunk.hash] = offset }
+                        if let location = patch.packed { packed[chunk.hash] = location }
                         stored.append(StoredPatch(page: patch.page, slot: chunkSlot))
                     } else {
                         stored.append(StoredPatch(page: patch.page, slot: -1))
@@ -169,9 +208,15 @@ public struct FrameList: Codable, Equatable, Sendable {
         let deltaSlots = Set(deltaChunks.compactMap { position[$0] }).union(patchDeltas)
         try FrameList.checkDeltas(deltaSlots, frames: indices, chunkOfFrame: chunkOfFrame, patches: patchesAt, frameSize: frameSize,
                                   totalSize: totalSize, reference: reference, error: .invalidArgument)
-        var packedAt: [Int: Int] = [:]
-        for (hash, offset) in packed { if let slot = position[hash] { packedAt[slot] = offset } }
-        try FrameList.checkPacked(packedAt, chunkOfFrame: chunkOfFrame, error: .invalidArgument)
+        var packs: [String] = []
+        var packedAt: [Int: PackedSlot] = [:]
+        for (hash, location) in packed.sorted(by: { $0.key < $1.key }) {
+            guard let slot = position[hash] else { continue }
+            let pack = packs.firstIndex(of: location.pack) ?? packs.count
+            if pack == packs.count { packs.append(location.pack) }
+            packedAt[slot] = PackedSlot(pack: pack, offset: location.offset)
+        }
+        try FrameList.checkPacked(packedAt, packs: packs, chunkOfFrame: chunkOfFrame, error: .invalidArgument)
         self.frameSize = frameSize
         self.totalSize = totalSize
         self.chunks = chunks
@@ -181,10 +226,11 @@ public struct FrameList: Codable, Equatable, Sendable {
         self.patchesAt = patchesAt
         self.reference = reference
         self.deltaSlots = deltaSlots
+        self.packs = packs
         self.packedAt = packedAt
         self.digest = FrameList.digest(frameSize: frameSize, totalSize: totalSize, frames: indices, chunkOfFrame: chunkOfFrame,
                                        chunks: chunks, patches: patchesAt, reference: reference, deltaSlots: deltaSlots,
-                                       packedAt: packedAt)
+                                       packs: packs, packedAt: packedAt)
     }
 
     /// Whether the `position`-th non-zero frame's chunk is a delta against the reference.
@@ -222,7 +268,7 @@ public struct FrameList: Codable, Equatable, Sendable {
             PagePatch(page: patch.page, chunk: patch.slot < 0 ? nil : ChunkRef(
                 hash: chunks[patch.slot], rawSize: FrameList.rawSize(ofPage: patch.page, frameRawSize: frameRaw),
                 storedSize: storedSizes[patch.slot]), isDelta: deltaSlots.contains(patch.slot),
-                packOffset: patch.slot < 0 ? nil : packedAt[patch.slot])
+                packed: patch.slot < 0 ? nil : packedAt[patch.slot].map { PackLocation(pack: packs[$0.pack], offset: $0.offset) })
         }
     }
 
@@ -289,10 +335,17 @@ public struct FrameList: Codable, Equatable, Sendable {
         }
     }
 
-    /// Packed chunks are pages only (a frame's chunk is a store file), at offsets a file can have.
-    private static func checkPacked(_ packedAt: [Int: Int], chunkOfFrame: [Int], error code: StasisError.Code) throws {
+    /// Packed chunks are pages only (a frame's chunk is a store file), at offsets a file can have,
+    /// in packs listed once each and used: store pack names, or the own pack alone.
+    private static func checkPacked(_ packedAt: [Int: PackedSlot], packs: [String], chunkOfFrame: [Int], error code: StasisError.Code) throws {
+        guard packs.isEmpty || packs == [ownPack] || (packs.allSatisfy(Hex.isDigest) && Set(packs).count == packs.count) else {
+            throw StasisError(code, "frame list names a pack that is malformed or listed twice, or mixes its own pack with shared ones")
+        }
+        guard Set(packedAt.values.map(\.pack)) == Set(packs.indices) else {
+            throw StasisError(code, "frame list names a pack outside 0..<\(packs.count), or one no chunk is in")
+        }
         guard !packedAt.isEmpty else { return }
-        guard packedAt.values.allSatisfy({ $0 >= 0 && $0 <= maxTotalSize }) else {
+        guard packedAt.values.allSatisfy({ $0.offset >= 0 && $0.offset <= maxTotalSize }) else {
             throw StasisError(code, "frame list has a packed chunk at an offset outside 0…\(maxTotalSize)")
         }
         guard Set(chunkOfFrame).isDisjoint(with: packedAt.keys) else {
@@ -302,7 +355,7 @@ public struct FrameList: Codable, Equatable, Sendable {
 
     private static func digest(frameSize: Int, totalSize: Int, frames: [Int], chunkOfFrame: [Int], chunks: [String],
                                patches: [Int: [StoredPatch]], reference: FrameReference.Identity?, deltaSlots: Set<Int>,
-                               packedAt: [Int: Int]) -> String {
+                               packs: [String], packedAt: [Int: PackedSlot]) -> String {
         var hasher = SHA256()
         hasher.update(data: Array("stasis.framelist.1".utf8))
         func add(_ value: Int) {
@@ -339,11 +392,20 @@ public struct FrameList: Codable, Equatable, Sendable {
             hasher.update(data: Array("deltas".utf8))
             for slot in deltaSlots.sorted() { hasher.update(data: raw[slot]) }
         }
-        if !packedAt.isEmpty {
+        if packs == [ownPack] {
+            // Version 3: one pack, the list's own; its digests stay what they were.
             hasher.update(data: Array("packed".utf8))
             for slot in packedAt.keys.sorted() {
                 hasher.update(data: raw[slot])
-                add(packedAt[slot] ?? 0)
+                add(packedAt[slot]?.offset ?? 0)
+            }
+        } else if !packedAt.isEmpty {
+            hasher.update(data: Array("packs".utf8))
+            for slot in packedAt.keys.sorted() {
+                guard let place = packedAt[slot] else { continue }
+                hasher.update(data: raw[slot])
+                hasher.update(data: Hex.decode(packs[place.pack]))
+                add(place.offset)
             }
         }
         return "sha256f:" + Hex.encode(hasher.finalize())
@@ -352,7 +414,7 @@ public struct FrameList: Codable, Equatable, Sendable {
     // MARK: Codable
 
     private enum CodingKeys: String, CodingKey {
-        case version, frameSize, totalSize, chunks, storedSizes, frames, patches, reference, deltas, packed, digest
+        case version, frameSize, totalSize, chunks, storedSizes, frames, patches, reference, deltas, packed, packs, digest
     }
 
     private enum ReferenceKeys: String, CodingKey {
@@ -361,7 +423,9 @@ public struct FrameList: Codable, Equatable, Sendable {
 
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(reference != nil || !deltaSlots.isEmpty || !packedAt.isEmpty ? 3 : patchesAt.isEmpty ? 1 : 2, forKey: .version)
+        let sharedPacks = !packs.isEmpty && packs != [FrameList.ownPack]
+        let version = sharedPacks ? 4 : reference != nil || !deltaSlots.isEmpty || !packedAt.isEmpty ? 3 : patchesAt.isEmpty ? 1 : 2
+        try container.encode(version, forKey: .version)
         try container.encode(frameSize, forKey: .frameSize)
         try container.encode(totalSize, forKey: .totalSize)
         try container.encode(chunks, forKey: .chunks)
@@ -390,8 +454,14 @@ public struct FrameList: Codable, Equatable, Sendable {
             try nested.encode(reference.segments.flatMap { [$0.offset, $0.fileOffset, $0.length] }, forKey: .segments)
         }
         if !deltaSlots.isEmpty { try container.encode(deltaSlots.sorted(), forKey: .deltas) }
-        // Flat pairs: chunk position, offset in the pack file.
-        if !packedAt.isEmpty { try container.encode(packedAt.keys.sorted().flatMap { [$0, packedAt[$0] ?? 0] }, forKey: .packed) }
+        if sharedPacks {
+            // Flat triples: chunk position, pack position, offset in the pack.
+            try container.encode(packs, forKey: .packs)
+            try container.encode(packedAt.keys.sorted().flatMap { [$0, packedAt[$0]?.pack ?? 0, packedAt[$0]?.offset ?? 0] }, forKey: .packed)
+        } else if !packedAt.isEmpty {
+            // Flat pairs: chunk position, offset in the list's own pack file.
+            try container.encode(packedAt.keys.sorted().flatMap { [$0, packedAt[$0]?.offset ?? 0] }, forKey: .packed)
+        }
         try container.encode(digest, forKey: .digest)
     }
 
@@ -422,7 +492,8 @@ public struct FrameList: Codable, Equatable, Sendable {
             reference = FrameReference.Identity(digest: try nested.decode(String.self, forKey: .digest), segments: segments)
         }
         if version >= 3 { deltas = try container.decodeIfPresent([Int].self, forKey: .deltas) ?? [] }
-        let pairs = version >= 3 ? try container.decodeIfPresent([Int].self, forKey: .packed) ?? [] : []
+        let packedNumbers = version >= 3 ? try container.decodeIfPresent([Int].self, forKey: .packed) ?? [] : []
+        let packNames = version >= 4 ? try container.decodeIfPresent([String].self, forKey: .packs) ?? [] : []
         let digest = try container.decode(String.self, forKey: .digest)
         guard storedSizes.count == chunks.count else {
             throw StasisError(.corrupted, "frame list has \(chunks.count) chunks but \(storedSizes.count) stored sizes")
@@ -469,18 +540,25 @@ public struct FrameList: Codable, Equatable, Sendable {
         let deltaSlots = Set(deltas)
         try FrameList.checkDeltas(deltaSlots, frames: indices, chunkOfFrame: chunkOfFrame, patches: patchesAt, frameSize: frameSize,
                                   totalSize: totalSize, reference: reference, error: .corrupted)
-        guard pairs.count % 2 == 0 else { throw StasisError(.corrupted, "frame list packed chunks are not whole pairs") }
-        var packedAt: [Int: Int] = [:]
-        for start in stride(from: 0, to: pairs.count, by: 2) {
-            guard pairs[start] >= 0, pairs[start] < chunks.count, packedAt[pairs[start]] == nil else {
-                throw StasisError(.corrupted, "frame list packs chunk \(pairs[start]) of \(chunks.count), or twice")
-            }
-            packedAt[pairs[start]] = pairs[start + 1]
+        // Version 3: pairs in the own pack; version 4: triples naming a pack.
+        let width = version >= 4 ? 3 : 2
+        let packs = version >= 4 ? packNames : packedNumbers.isEmpty ? [] : [FrameList.ownPack]
+        guard packedNumbers.count % width == 0 else {
+            throw StasisError(.corrupted, "frame list packed chunks are not whole \(width == 3 ? "triples" : "pairs")")
         }
-        try FrameList.checkPacked(packedAt, chunkOfFrame: chunkOfFrame, error: .corrupted)
+        var packedAt: [Int: PackedSlot] = [:]
+        for start in stride(from: 0, to: packedNumbers.count, by: width) {
+            let slot = packedNumbers[start]
+            let pack = width == 3 ? packedNumbers[start + 1] : 0
+            guard slot >= 0, slot < chunks.count, packedAt[slot] == nil, pack >= 0, pack < packs.count else {
+                throw StasisError(.corrupted, "frame list packs chunk \(slot) of \(chunks.count) in pack \(pack) of \(packs.count), or twice")
+            }
+            packedAt[slot] = PackedSlot(pack: pack, offset: packedNumbers[start + width - 1])
+        }
+        try FrameList.checkPacked(packedAt, packs: packs, chunkOfFrame: chunkOfFrame, error: .corrupted)
         let computed = FrameList.digest(frameSize: frameSize, totalSize: totalSize, frames: indices, chunkOfFrame: chunkOfFrame,
                                         chunks: chunks, patches: patchesAt, reference: reference, deltaSlots: deltaSlots,
-                                        packedAt: packedAt)
+                                        packs: packs, packedAt: packedAt)
         guard computed == digest else {
             throw StasisError(.corrupted, "frame list digest is \(digest.prefix(80)); its content gives \(computed)")
         }
@@ -493,6 +571,7 @@ public struct FrameList: Codable, Equatable, Sendable {
         self.patchesAt = patchesAt
         self.reference = reference
         self.deltaSlots = deltaSlots
+        self.packs = packs
         self.packedAt = packedAt
         self.digest = digest
     }

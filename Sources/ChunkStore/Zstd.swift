@@ -70,6 +70,12 @@ public final class Zstd {
         try source.withUnsafeBytes { try compress($0, level: level) }
     }
 
+    /// The content size a frame's header declares, or nil when it declares none or is not a frame.
+    public static func declaredSize(_ frame: [UInt8]) -> Int? {
+        let declared = frame.withUnsafeBytes { ZSTD_getFrameContentSize($0.baseAddress, $0.count) }
+        return declared >= UInt64.max - 1 || declared > UInt64(Int.max) ? nil : Int(declared)
+    }
+
     /// Decompresses one frame that must declare exactly `expectedSize` bytes of content and be
     /// exactly `frame.count` bytes long (no trailing data); anything else is `.corrupted`.
     public func decompress(_ frame: UnsafeRawBufferPointer, expectedSize: Int, maxSize: Int = Zstd.defaultMaxContentSize) throws -> [UInt8] {

@@ -55,6 +55,8 @@ public struct SnapshotArchive: Sendable {
             try await runBlocking { [store] in try store.materializeMemory(manifest, to: raw) }
             exported.memory = try SnapshotStore.part(raw)
             exported.memoryFrames = nil
+            exported.memoryFramesFile = nil
+            exported.memoryFramesStoredBytes = nil
             exported.memoryAddedBytes = nil
             memory = raw
         }
@@ -116,16 +118,17 @@ public struct SnapshotArchive: Sendable {
             if let tag { manifest.tag = tag }
             let writers = try await runBlocking { [store] in try FileLock.acquire(store.chunkWritersLock, shared: true) }
             defer { withExtendedLifetime(writers) {} }
+            // RAM comes as a plain file; a frame list named here would be this host's, not the archive's.
+            manifest.memoryFramesFile = nil
+            manifest.memoryFramesStoredBytes = nil
             if let memory = manifest.memory {
-                let cut = try await Snapshotter(home: home).storeMemory(staged.appendingPathComponent(memory.file), kernel: manifest.kernel,
-                                                                      pack: staged.appendingPathComponent(SnapshotStore.memoryPackName))
+                let cut = try await Snapshotter(home: home).storeMemory(staged.appendingPathComponent(memory.file), kernel: manifest.kernel)
                 manifest.memoryFrames = cut.frames
                 manifest.memoryAddedBytes = cut.newBytes
                 manifest.memory = nil
             }
             manifest.format = SnapshotManifest.currentFormat
-            try store.commit(manifest, staged: staged)
-            return manifest
+            return try store.commit(manifest, staged: staged)
         } catch {
             try? FileManager.default.removeItem(at: staged)
             throw error

@@ -7,10 +7,11 @@ import Machines
 /// manifest is not a snapshot.
 public struct SnapshotManifest: Codable, Sendable, Equatable {
     /// Bumped when the layout changes incompatibly; readers refuse versions they do not know.
-    /// Format 2 keeps RAM in the chunk store (`memoryFrames`); format 1 kept it as a file.
-    public static let currentFormat = 2
+    /// Format 3 keeps the RAM's frame list in a file of its own (`memoryFramesFile`); format 2
+    /// kept it in the manifest; format 1 kept RAM as a file.
+    public static let currentFormat = 3
     /// Formats this stasis reads.
-    public static let readableFormats = 1 ... 2
+    public static let readableFormats = 1 ... 3
 
     public struct Part: Codable, Sendable, Equatable {
         /// File name in the snapshot folder.
@@ -58,6 +59,12 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
     /// Guest RAM in the chunk store, frame by frame: listed flat, never as a delta of a parent,
     /// so the 1,000th snapshot of a session restores like the first.
     public var memoryFrames: FrameList?
+    /// Where `memoryFrames` is kept (format 3): a zstd-compressed JSON file of the folder, read
+    /// with the manifest except by listings (`SnapshotStore.list`), so that listing thousands of
+    /// snapshots does not decode thousands of frame lists.
+    public var memoryFramesFile: Part?
+    /// The frame list's stored bytes, for listings that do not read it.
+    public var memoryFramesStoredBytes: Int?
     /// Stored bytes of the chunks this snapshot added to the store when it was made: what it
     /// cost beyond the frames earlier snapshots already held.
     public var memoryAddedBytes: Int?
@@ -73,13 +80,13 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
     public var diskBaseFormat: String { diskBase.hasSuffix(".qcow2") ? "qcow2" : "raw" }
 
     /// Every part kept as a file in the snapshot folder, for checking.
-    public var parts: [Part] { [state, disk] + (memory.map { [$0] } ?? []) }
+    public var parts: [Part] { [state, disk] + [memory, memoryFramesFile].compactMap { $0 } }
 
     /// Stored bytes of the RAM: its frames (each counted once), its file, or the state stream.
     public var memoryStoredBytes: Int {
-        memoryFrames?.storedBytes ?? Int(memory?.allocated ?? state.allocated)
+        memoryFrames?.storedBytes ?? memoryFramesStoredBytes ?? Int(memory?.allocated ?? state.allocated)
     }
 
     /// Whether the guest RAM is in the state stream rather than a part of its own.
-    public var ramInState: Bool { memory == nil && memoryFrames == nil }
+    public var ramInState: Bool { memory == nil && memoryFrames == nil && memoryFramesFile == nil }
 }

@@ -7,7 +7,9 @@ import StasisCore
 public struct GarbageCollection: Sendable, Encodable {
     /// Chunks no snapshot lists, deleted.
     public var chunksRemoved: Int
-    /// Their stored bytes.
+    /// Packs of page chunks no snapshot lists, deleted.
+    public var packsRemoved: Int
+    /// Their stored bytes (chunks and packs).
     public var bytesFreed: Int
     /// RAM caches of snapshots (`memory.cache`) that no machine maps, deleted.
     public var cachesRemoved: Int
@@ -24,11 +26,11 @@ public struct StorageUsage: Sendable, Encodable {
     public var memoryLogicalBytes: Int
     /// What each snapshot's RAM frames would take stored alone, summed over snapshots.
     public var memoryReferencedBytes: Int
-    /// What the chunk store takes: every frame once.
+    /// What the chunk store takes: every frame once, in a file of its own or a pack.
     public var chunkStoreBytes: Int
     public var chunks: Int
-    /// Device state, disk layers and packed RAM page patches, kept as files in the snapshot
-    /// folders (allocated bytes).
+    /// Device state, disk layers and (for older snapshots) packed RAM page patches, kept as
+    /// files in the snapshot folders (allocated bytes).
     public var stateAndDiskBytes: Int
     /// RAM caches materialized for forks (allocated bytes); `stasis gc` drops unused ones.
     public var cacheBytes: Int
@@ -52,13 +54,21 @@ extension SnapshotStore {
         defer { withExtendedLifetime(lock) {} }
         let manifests = try allManifestsStrictly()
         let referenced = Set(manifests.flatMap { $0.memoryFrames?.chunks ?? [] })
+        let referencedPacks = Set(manifests.flatMap { $0.memoryFrames?.packs ?? [] })
         let chunks = try chunkStore()
-        var result = GarbageCollection(chunksRemoved: 0, bytesFreed: 0, cachesRemoved: 0, cacheBytesFreed: 0, chunksKept: 0)
+        var result = GarbageCollection(chunksRemoved: 0, packsRemoved: 0, bytesFreed: 0, cachesRemoved: 0, cacheBytesFreed: 0,
+                                       chunksKept: 0)
         for (hash, size) in try chunks.allChunks() {
             if referenced.contains(hash) {
                 result.chunksKept += 1
             } else if try chunks.remove(hash) {
                 result.chunksRemoved += 1
+                result.bytesFreed += size
+            }
+        }
+        for (name, size) in try chunks.allPacks() where !referencedPacks.contains(name) {
+            if try chunks.removePack(name) {
+                result.packsRemoved += 1
                 result.bytesFreed += size
             }
         }
@@ -91,17 +101,19 @@ extension SnapshotStore {
 
     /// Logical against stored bytes of every snapshot.
     public func usage() throws -> StorageUsage {
-        let manifests = try list()
-        let chunks = try chunkStore().allChunks()
+        let manifests = try list().map { try manifest($0.id) }
+        let store = try chunkStore()
+        let chunks = try store.allChunks()
+        let packBytes = try store.allPacks().reduce(0) { $0 + $1.size }
         var usage = StorageUsage(snapshots: manifests.count, memoryLogicalBytes: 0, memoryReferencedBytes: 0,
-                                 chunkStoreBytes: chunks.reduce(0) { $0 + $1.size }, chunks: chunks.count,
+                                 chunkStoreBytes: chunks.reduce(0) { $0 + $1.size } + packBytes, chunks: chunks.count,
                                  stateAndDiskBytes: 0, cacheBytes: 0, dedupRatio: 1)
         for manifest in manifests {
             usage.memoryLogicalBytes += manifest.memoryFrames?.totalSize ?? Int(manifest.memory?.size ?? 0)
-            // Page patches packed in the snapshot's folder are its own, like its state and disk.
-            usage.memoryReferencedBytes += (manifest.memoryFrames?.storedBytes ?? 0) - (manifest.memoryFrames?.packedBytes ?? 0)
+            // Page patches packed in an older snapshot's folder are its own, like its state and disk.
+            usage.memoryReferencedBytes += (manifest.memoryFrames?.storedBytes ?? 0) - (manifest.memoryFrames?.ownPackBytes ?? 0)
             usage.stateAndDiskBytes += manifest.parts.reduce(0) { $0 + Int($1.allocated) }
-                + (manifest.memoryFrames?.packLength ?? 0 > 0 ? Self.allocatedBytes(memoryPack(manifest.id)) ?? 0 : 0)
+                + (manifest.memoryFrames?.ownPackBytes ?? 0 > 0 ? Self.allocatedBytes(memoryPack(manifest.id)) ?? 0 : 0)
             usage.cacheBytes += Self.allocatedBytes(memoryCache(manifest.id)) ?? 0
         }
         if usage.chunkStoreBytes > 0 {

@@ -33,7 +33,7 @@ public struct SnapshotStore: Sendable {
         var layers: [(path: String, manifest: SnapshotManifest)] = []
         var base = diskBase
         while layers.count < 10_000, base.hasSuffix("/disk.qcow2"),
-              let manifest = try? manifest(URL(fileURLWithPath: base).deletingLastPathComponent().lastPathComponent) {
+              let manifest = try? manifest(URL(fileURLWithPath: base).deletingLastPathComponent().lastPathComponent, frames: false) {
             layers.append((base, manifest))
             base = manifest.diskBase
         }
@@ -44,7 +44,7 @@ public struct SnapshotStore: Sendable {
     /// against (the store's own link to that vmlinux, by digest).
     func memoryFile(_ manifest: SnapshotManifest, frames: FrameList, store: ChunkStore) -> ChunkedFile {
         ChunkedFile(store: store, frames: frames, reference: frames.reference.map(reference(for:)),
-                    pack: frames.packLength > 0 ? memoryPack(manifest.id) : nil)
+                    ownPack: frames.packs == [FrameList.ownPack] ? memoryPack(manifest.id) : nil)
     }
 
     /// A snapshot's RAM as a chunked file, read a frame at a time by a lazy restore.
@@ -55,7 +55,8 @@ public struct SnapshotStore: Sendable {
         return memoryFile(manifest, frames: frames, store: try chunkStore())
     }
 
-    /// The file a snapshot's RAM page patches are packed in (`FrameList` packed chunks).
+    /// The file a snapshot's RAM page patches were packed in before packs moved to the chunk
+    /// store (a version 3 `FrameList`'s own pack).
     public func memoryPack(_ id: String) -> URL { directory(id).appendingPathComponent(Self.memoryPackName) }
 
     /// The pack file's name in a snapshot folder.
@@ -102,11 +103,14 @@ public struct SnapshotStore: Sendable {
     }
 
     /// Makes a staged snapshot real: fsync every part, write the manifest, rename the folder.
-    func commit(_ manifest: SnapshotManifest, staged: URL) throws {
+    /// Returns the manifest as written (with `memoryFramesFile`).
+    @discardableResult
+    func commit(_ manifest: SnapshotManifest, staged: URL) throws -> SnapshotManifest {
         for part in manifest.parts { try AtomicFile.syncFile(staged.appendingPathComponent(part.file)) }
-        try AtomicFile.writeJSON(manifest, to: staged.appendingPathComponent("manifest.json"))
+        let written = try writeManifest(manifest, in: staged)
         try AtomicFile.rename(staged, over: directory(manifest.id))
         try? FileManager.default.removeItem(at: directory(manifest.id).appendingPathComponent(".lock"))
+        return written
     }
 
     /// Deletes staging folders whose builder died (nobody holds their lock).
@@ -121,24 +125,65 @@ public struct SnapshotStore: Sendable {
         }
     }
 
-    /// Reads one snapshot's manifest.
-    public func manifest(_ id: String) throws -> SnapshotManifest {
+    /// The file a format 3 snapshot's frame list is kept in, beside its manifest.
+    public static let memoryFramesName = "memory.frames"
+
+    /// Writes `manifest.json` into `folder` (fsynced, atomically), its RAM frame list first into a
+    /// file of its own beside it (`memoryFramesFile`); returns the manifest with both.
+    func writeManifest(_ manifest: SnapshotManifest, in folder: URL) throws -> SnapshotManifest {
+        var stored = manifest
+        if let frames = manifest.memoryFrames {
+            let url = folder.appendingPathComponent(Self.memoryFramesName)
+            let json = try JSONEncoder().encode(frames)
+            try AtomicFile.write(Data(try Zstd().compress(Array(json))), to: url)
+            stored.memoryFrames = nil
+            stored.memoryFramesFile = try Self.part(url)
+            stored.memoryFramesStoredBytes = frames.storedBytes
+        }
+        try AtomicFile.writeJSON(stored, to: folder.appendingPathComponent("manifest.json"))
+        stored.memoryFrames = manifest.memoryFrames
+        return stored
+    }
+
+    /// Reads one snapshot's manifest, with its RAM frame list unless `frames` is false (then
+    /// `memoryFrames` is nil and `memoryFramesFile` says where it is).
+    public func manifest(_ id: String, frames: Bool = true) throws -> SnapshotManifest {
         let url = directory(id).appendingPathComponent("manifest.json")
         guard FileManager.default.fileExists(atPath: url.path) else {
             throw StasisError(.notFound, "no snapshot '\(id)': `stasis snapshots` lists them")
         }
-        let manifest = try AtomicFile.readJSON(SnapshotManifest.self, from: url)
+        var manifest = try AtomicFile.readJSON(SnapshotManifest.self, from: url)
         guard SnapshotManifest.readableFormats.contains(manifest.format) else {
             throw StasisError(.unsupported, "snapshot \(id) has format \(manifest.format); this stasis reads formats \(SnapshotManifest.readableFormats.lowerBound) to \(SnapshotManifest.readableFormats.upperBound)")
+        }
+        if frames, manifest.memoryFrames == nil, let part = manifest.memoryFramesFile {
+            manifest.memoryFrames = try readFrameList(part, of: id)
         }
         return manifest
     }
 
-    /// Every complete snapshot, oldest first.
+    /// Decodes a snapshot's frame list file (its digest is checked by `verify`; the list checks
+    /// itself as it decodes). Damage is `.corrupted`, naming the snapshot.
+    private func readFrameList(_ part: SnapshotManifest.Part, of id: String) throws -> FrameList {
+        let url = directory(id).appendingPathComponent(part.file)
+        do {
+            let compressed = [UInt8](try Data(contentsOf: url))
+            guard compressed.count == part.size, let size = Zstd.declaredSize(compressed) else {
+                throw StasisError(.corrupted, "\(url.path) is \(compressed.count) bytes, not the \(part.size) of a zstd frame the manifest lists")
+            }
+            let json = try Zstd().decompress(compressed, expectedSize: size, maxSize: 1 << 30)
+            return try JSONDecoder().decode(FrameList.self, from: Data(json))
+        } catch {
+            throw StasisError(.corrupted, "snapshot \(id) is damaged: its RAM frame list \(part.file) cannot be read", cause: error)
+        }
+    }
+
+    /// Every complete snapshot, oldest first, without their RAM frame lists (`manifest(id)` reads
+    /// one whole).
     public func list() throws -> [SnapshotManifest] {
         sweepAbandonedStaging()
         let names = (try? FileManager.default.contentsOfDirectory(atPath: home.snapshots.path)) ?? []
-        return names.filter { !$0.hasPrefix(".") }.compactMap { try? manifest($0) }.sorted { $0.created < $1.created }
+        return names.filter { !$0.hasPrefix(".") }.compactMap { try? manifest($0, frames: false) }.sorted { $0.created < $1.created }
     }
 
     /// Finds a snapshot by id, unique id prefix, or tag (the newest with that tag).
@@ -150,13 +195,13 @@ public struct SnapshotStore: Sendable {
             return try manifest(reference)
         }
         let all = try list()
-        if let exact = all.first(where: { $0.id == reference }) { return exact }
+        if let exact = all.first(where: { $0.id == reference }) { return try manifest(exact.id) }
         let prefixed = all.filter { $0.id.hasPrefix(reference) }
-        if prefixed.count == 1 { return prefixed[0] }
+        if prefixed.count == 1 { return try manifest(prefixed[0].id) }
         if prefixed.count > 1 {
             throw StasisError(.invalidArgument, "'\(reference)' matches several snapshots: give more of the id")
         }
-        if let tagged = all.last(where: { $0.tag == reference }) { return tagged }
+        if let tagged = all.last(where: { $0.tag == reference }) { return try manifest(tagged.id) }
         throw StasisError(.notFound, "no snapshot '\(reference)': `stasis snapshots` lists them")
     }
 
@@ -166,7 +211,8 @@ public struct SnapshotStore: Sendable {
     /// checked for presence here and for content as they are read (`materializeMemory`); `deep`
     /// hashes every part and reads and checks every frame now.
     public func verify(_ manifest: SnapshotManifest, deep: Bool = false) throws {
-        if let frames = manifest.memoryFrames {
+        // A listed manifest comes without its frame list: it is read here.
+        if let frames = try manifest.memoryFrames ?? manifest.memoryFramesFile.map({ try readFrameList($0, of: manifest.id) }) {
             if let identity = frames.reference { try checkReference(manifest, identity) }
             let chunks = try chunkStore()
             let packed = Set(frames.chunks).subtracting(frames.storeChunks)
@@ -174,11 +220,11 @@ public struct SnapshotStore: Sendable {
                 let frame = frames.frameIndex(ofChunk: position) ?? 0
                 throw StasisError(.corrupted, "snapshot \(manifest.id) is damaged: frame \(frame) of its memory (chunk \(frames.chunks[position])) is missing from the chunk store")
             }
-            if frames.packLength > 0 {
-                let pack = memoryPack(manifest.id)
+            for (name, length) in frames.packLengths {
+                let pack = name == FrameList.ownPack ? memoryPack(manifest.id) : chunks.packURL(name)
                 var st = stat()
-                guard stat(pack.path, &st) == 0, Int(st.st_size) >= frames.packLength else {
-                    throw StasisError(.corrupted, "snapshot \(manifest.id) is damaged: its \(pack.lastPathComponent) is missing or shorter than the \(frames.packLength) bytes its memory's page patches need")
+                guard stat(pack.path, &st) == 0, Int(st.st_size) >= length else {
+                    throw StasisError(.corrupted, "snapshot \(manifest.id) is damaged: the pack \(pack.path) is missing or shorter than the \(length) bytes its memory's page patches need")
                 }
             }
             if deep {
@@ -275,7 +321,7 @@ public struct SnapshotStore: Sendable {
     /// `force`, dependent snapshots first get the layers they need copied into their own disk
     /// (qemu-img rebase), and machines that depend on it must still be removed first.
     public func remove(_ id: String, force: Bool, machines: [MachineRecord]) async throws {
-        let manifest = try self.manifest(id)
+        let manifest = try self.manifest(id, frames: false)
         let (snapshots, users) = try dependents(of: id, machines: machines)
         if !users.isEmpty {
             throw StasisError(.invalidState, "snapshot \(id) is in use by machine\(users.count > 1 ? "s" : "") \(users.joined(separator: ", ")): remove \(users.count > 1 ? "them" : "it") first (`stasis rm -f`)")
@@ -285,7 +331,7 @@ public struct SnapshotStore: Sendable {
                 throw StasisError(.invalidState, "snapshot \(id) is the parent of \(snapshots.joined(separator: ", ")): remove those first, or use --force to make them stand alone")
             }
             for child in snapshots {
-                var childManifest = try self.manifest(child)
+                var childManifest = try self.manifest(child, frames: false)
                 let childDisk = directory(child).appendingPathComponent("disk.qcow2")
                 // Safe rebase: the child gets the data it read through this snapshot's layer.
                 try await HostTool.run("qemu-img", ["rebase", "-f", "qcow2", "-b", manifest.diskBase, "-F", manifest.diskBaseFormat, childDisk.path])

@@ -52,12 +52,11 @@ public struct Snapshotter: Sendable {
                 // The disk layer is written while the RAM is cut: they are independent.
                 async let diskWritten: Void = capture.writeDisk()
                 // Frames the guest changed a few pages of since its parent cost those pages.
-                let pack = staged.appendingPathComponent(SnapshotStore.memoryPackName)
                 let kernel = capture.record.kernel
                 let cut: CutResult? = if let image = capture.memoryImage {
-                    try await storeMemory(image, base: parent, kernel: kernel, pack: pack)
+                    try await storeMemory(image, base: parent, kernel: kernel)
                 } else if let memory = capture.memory {
-                    try await storeMemory(memory, base: parent, kernel: kernel, pack: pack)
+                    try await storeMemory(memory, base: parent, kernel: kernel)
                 } else {
                     nil
                 }
@@ -70,8 +69,8 @@ public struct Snapshotter: Sendable {
                     manifest.memoryAddedBytes = cut.newBytes
                     manifest.memory = nil
                 }
-                try snapshots.commit(manifest, staged: staged)
-                committed.withLock { $0 = (manifest, capture.frozenDisk) }
+                let written = try snapshots.commit(manifest, staged: staged)
+                committed.withLock { $0 = (written, capture.frozenDisk) }
             }
         } catch {
             // Committed but the machine failed to stop afterwards: the snapshot is whole; keep it.
@@ -147,31 +146,30 @@ public struct Snapshotter: Sendable {
     /// Cuts a RAM file into the chunk store and removes it: only frames no earlier snapshot
     /// stored cost anything, frames that differ from `base`'s in a few pages cost the pages, and
     /// the guest `kernel`'s pages are stored as deltas against its vmlinux.
-    /// New page patches go into `pack`, a file of the snapshot's own folder.
-    func storeMemory(_ file: URL, base: SnapshotManifest? = nil, kernel: String?, pack: URL) async throws -> CutResult {
-        let cut = try await cutMemory(base: base, kernel: kernel, pack: pack) { cutter, baseFrames, reference, basePack in
-            try cutter.cut(file, base: baseFrames, reference: reference, pack: pack, basePack: basePack)
+    /// New page patches go into one pack of the chunk store.
+    func storeMemory(_ file: URL, base: SnapshotManifest? = nil, kernel: String?) async throws -> CutResult {
+        let cut = try await cutMemory(base: base, kernel: kernel) { cutter, baseFrames, reference in
+            try cutter.cut(file, base: baseFrames, reference: reference, packing: true)
         }
         try FileManager.default.removeItem(at: file)
         return cut
     }
 
     /// Stores RAM copied into memory (a snapshot of a machine left running) as `storeMemory` does a file.
-    func storeMemory(_ image: Machine.RAMImage, base: SnapshotManifest?, kernel: String?, pack: URL) async throws -> CutResult {
-        try await cutMemory(base: base, kernel: kernel, pack: pack) { cutter, baseFrames, reference, basePack in
+    func storeMemory(_ image: Machine.RAMImage, base: SnapshotManifest?, kernel: String?) async throws -> CutResult {
+        try await cutMemory(base: base, kernel: kernel) { cutter, baseFrames, reference in
             try cutter.cut(memory: image.bytes, dataRanges: image.dataRanges, name: "the RAM copy", base: baseFrames,
-                           reference: reference, pack: pack, basePack: basePack)
+                           reference: reference, packing: true)
         }
     }
 
-    private func cutMemory(base: SnapshotManifest?, kernel: String?, pack: URL,
-                           _ body: @escaping @Sendable (FrameCutter, FrameList?, FrameReference?, URL?) throws -> CutResult) async throws -> CutResult {
+    private func cutMemory(base: SnapshotManifest?, kernel: String?,
+                           _ body: @escaping @Sendable (FrameCutter, FrameList?, FrameReference?) throws -> CutResult) async throws -> CutResult {
         let chunks = try snapshots.chunkStore()
         let reference = kernel.flatMap(snapshots.kernelReference)
         let baseFrames = base?.memoryFrames
-        let basePack = base.map { snapshots.memoryPack($0.id) }
         return try await runBlocking {
-            try body(try FrameCutter(store: chunks, frameSize: SnapshotStore.memoryFrameSize), baseFrames, reference, basePack)
+            try body(try FrameCutter(store: chunks, frameSize: SnapshotStore.memoryFrameSize), baseFrames, reference)
         }
     }
 

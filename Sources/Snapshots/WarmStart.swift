@@ -76,8 +76,9 @@ public struct WarmStart: Sendable {
 
     /// The newest complete snapshot tagged `tag` that this host can restore, or nil.
     private func usable(_ tag: String) async throws -> SnapshotManifest? {
-        guard let found = try snapshotter.snapshots.list().last(where: { $0.tag == tag }) else { return nil }
+        guard let listed = try snapshotter.snapshots.list().last(where: { $0.tag == tag }) else { return nil }
         do {
+            let found = try snapshotter.snapshots.manifest(listed.id)
             try await snapshotter.checkCompatible(found)
             try snapshotter.snapshots.verify(found)
             return found

@@ -297,35 +297,52 @@ import Testing
         #expect(try contents(copy) == bytes)
     }
 
-    /// Page patches go into one pack file, not a store file each; a page still patched in the
-    /// next cut moves to the store, so packs hold only what changed since the cut before.
-    @Test func pagePatchesArePackedAndPagesThatLastMoveToTheStore() throws {
+    /// Page patches go into one pack of the store, not a store file each; a page still patched
+    /// in the next cut stays in that pack, so a pack holds only what changed since the cut before.
+    @Test func pagePatchesArePackedAndPagesThatLastStayInTheirPack() throws {
         let dir = try makeTemporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
         let (base, changed) = try Self.makeBaseAndChange(dir)
         let store = try ChunkStore(root: dir)
         let cutter = try FrameCutter(store: store, frameSize: 65536)
         let first = try cutter.cut(base)
-        let pack = dir.appendingPathComponent("pages.pack")
         let chunksBefore = try store.allHashes()
-        let second = try cutter.cut(changed, base: first.frames, pack: pack)
+        let second = try cutter.cut(changed, base: first.frames, packing: true)
         #expect(second.frames.packedChunks.count == 3, "the three changed pages: \(second.frames.packedChunks.count)")
         #expect(try store.allHashes().subtracting(chunksBefore).count == 1, "only the whole new frame is a store file")
-        #expect(try allocatedBytes(pack) <= 16384 && second.frames.packLength == Int(try contents(pack).count))
-        let file = ChunkedFile(store: store, frames: second.frames, pack: pack)
+        let packs = try store.allPacks()
+        #expect(packs.count == 1 && second.frames.packs == packs.map(\.name))
+        #expect(second.frames.packLengths == [packs[0].name: packs[0].size])
+        #expect(try allocatedBytes(store.packURL(packs[0].name)) <= 16384)
+        let file = ChunkedFile(store: store, frames: second.frames)
         let copy = dir.appendingPathComponent("copy")
         try file.materialize(to: copy)
         #expect(try contents(copy) == contents(changed))
         let json = try JSONEncoder().encode(second.frames)
         #expect(try JSONDecoder().decode(FrameList.self, from: json) == second.frames)
-        let noPack = #expect(throws: StasisError.self) { try ChunkedFile(store: store, frames: second.frames).verify() }
-        #expect(noPack?.code == .notFound, "\(String(describing: noPack))")
+        // Damaged pack names and places are refused, never followed.
+        let object = try #require(try JSONSerialization.jsonObject(with: json) as? [String: Any])
+        let packed = try #require(object["packed"] as? [Int])
+        for (name, change) in [("a path for a pack name", ["packs": ["../../etc"]]), ("no packs", ["packs": [String]()]),
+                               ("a pack out of range", ["packed": [packed[0], 7] + packed.dropFirst(2)]),
+                               ("the own pack beside shared ones", ["packs": [packs[0].name, ""]])] as [(String, [String: Any])] {
+            let damaged = try JSONSerialization.data(withJSONObject: object.merging(change) { $1 })
+            let error = #expect(throws: StasisError.self, "\(name)") { try JSONDecoder().decode(FrameList.self, from: damaged) }
+            #expect(error?.code == .corrupted, "\(name): \(String(describing: error))")
+        }
 
-        // The same change cut again over the second: its pages now live in the store.
-        let third = try cutter.cut(changed, base: second.frames, pack: dir.appendingPathComponent("third.pack"), basePack: pack)
-        #expect(third.frames.packedChunks.isEmpty && third.frames.patchedFrames == second.frames.patchedFrames)
+        // The same change cut again over the second: its pages are listed where they are.
+        let third = try cutter.cut(changed, base: second.frames, packing: true)
+        #expect(third.frames.packs == second.frames.packs && third.frames.patchedFrames == second.frames.patchedFrames)
+        #expect(third.newBytes == 0 && third.newChunks == 0, "nothing new: \(third.newChunks) chunks, \(third.newBytes) bytes")
+        #expect(try store.allPacks().count == 1)
         try ChunkedFile(store: store, frames: third.frames).materialize(to: copy)
         #expect(try contents(copy) == contents(changed))
+
+        // A missing pack fails the read, naming the frame.
+        try FileManager.default.removeItem(at: store.packURL(packs[0].name))
+        let missing = #expect(throws: StasisError.self) { try ChunkedFile(store: store, frames: third.frames).verify() }
+        #expect(missing?.code == .notFound && missing?.message.contains("frame") == true, "\(String(describing: missing))")
     }
 
     @Test func aDamagedPageFailsNamingTheFrameAndItsChunk() throws {

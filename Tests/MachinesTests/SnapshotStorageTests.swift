@@ -48,6 +48,22 @@ struct SnapshotStorageTests {
         #expect(changedAdded >= 1 << 20, "random bytes do not compress: \(changedAdded)")
         print("chunk store: fixture \(fixtureFrames.storedBytes) B stored, no change +\(added) B, 1 MiB change +\(changedAdded) B")
 
+        // The frame list is a file of its own: listings read only the small manifest.
+        let store = SnapshotStore(home: env.home)
+        let listed = try #require(try store.list().first { $0.id == changed.id })
+        #expect(listed.memoryFrames == nil && listed.memoryFramesFile?.file == SnapshotStore.memoryFramesName)
+        #expect(listed.memoryStoredBytes == changed.memoryFrames?.storedBytes && !listed.ramInState)
+        #expect(try store.manifest(changed.id).memoryFrames == changed.memoryFrames)
+        let manifestBytes = try Data(contentsOf: store.directory(changed.id).appendingPathComponent("manifest.json")).count
+        #expect(manifestBytes < 16_384, "manifest.json is \(manifestBytes) bytes")
+        // A damaged frame list fails by name, and the snapshot can still be removed.
+        let framesFile = store.directory(unchanged.id).appendingPathComponent(SnapshotStore.memoryFramesName)
+        var damaged = try Data(contentsOf: framesFile)
+        damaged[damaged.count / 2] ^= 0x40
+        try damaged.write(to: framesFile)
+        let error = #expect(throws: StasisError.self) { try store.find(unchanged.id) }
+        #expect(error?.code == .corrupted && error?.message.contains(unchanged.id) == true, "\(String(describing: error))")
+
         for id in [unchanged.id, changed.id] {
             try await SnapshotStore(home: env.home).remove(id, force: false, machines: try env.store.list())
         }
@@ -104,7 +120,7 @@ struct SnapshotStorageTests {
         let second = try await snapshotter.take(machine, tag: "second", leaveRunning: false)
         try await machine.remove(force: true)
         let store = SnapshotStore(home: home)
-        // What the chunk store holds (page patches are packed in the snapshot's folder).
+        // The chunks the store holds as files of their own (page patches are in packs).
         let firstChunks = Set(try #require(first.memoryFrames).storeChunks)
         let secondChunks = Set(try #require(second.memoryFrames).storeChunks)
         #expect(firstChunks.intersection(secondChunks).count * 10 > firstChunks.count * 8)
@@ -136,12 +152,18 @@ struct SnapshotStorageTests {
         let df = try JSONSerialization.jsonObject(with: usage) as? [String: Any]
         #expect((df?["dedupRatio"] as? Double ?? 0) > 1.6, "two snapshots sharing most frames: \(String(describing: df))")
 
-        // Removing a snapshot frees exactly its own frames.
+        // Removing a snapshot frees exactly its own frames, and the packs of page patches only it lists.
         let own = try chunks.allChunks().filter { secondChunks.contains($0.hash) && !firstChunks.contains($0.hash) }
+        let firstPacks = Set(try #require(first.memoryFrames).packs)
+        let secondPacks = Set(try #require(second.memoryFrames).packs)
+        let ownPacks = try chunks.allPacks().filter { secondPacks.contains($0.name) && !firstPacks.contains($0.name) }
         try await store.remove(second.id, force: false, machines: [])
         let freed = try store.collectGarbage(machines: { [] })
-        #expect(freed.chunksRemoved == own.count && freed.bytesFreed == own.reduce(0) { $0 + $1.size })
+        #expect(freed.chunksRemoved == own.count && freed.packsRemoved == ownPacks.count)
+        #expect(freed.bytesFreed == own.reduce(0) { $0 + $1.size } + ownPacks.reduce(0) { $0 + $1.size })
         #expect(Set(try chunks.allHashes()) == firstChunks)
+        let packsLeft = Set(try chunks.allPacks().map(\.name))
+        #expect(packsLeft == firstPacks)
         let back = try await snapshotter.restore(first.id, name: "gc-after")
         if let pid = await back.record.pid { VMFixture.killAtExit(pid) }
         #expect(try await back.withAgent { agent in try await sh(agent, "cat /root/disk.txt /tmp/ram.txt") }.out == "on-disk\nin-ram\n")

@@ -171,7 +171,7 @@ struct GC: AsyncParsableCommand {
                 try SnapshotStore(home: home).collectGarbage(machines: { try MachineStore(home: home).list() })
             }
             if global.json { return try printJSON(result) }
-            print("removed \(result.chunksRemoved) chunks (\(bytes(UInt64(result.bytesFreed)))) and \(result.cachesRemoved) RAM caches (\(bytes(UInt64(result.cacheBytesFreed)))); \(result.chunksKept) chunks in use")
+            print("removed \(result.chunksRemoved) chunks and \(result.packsRemoved) packs (\(bytes(UInt64(result.bytesFreed)))) and \(result.cachesRemoved) RAM caches (\(bytes(UInt64(result.cacheBytesFreed)))); \(result.chunksKept) chunks in use")
         }
     }
 }
