@@ -189,14 +189,14 @@ public final class ChunkStore: Sendable {
     /// Decompresses chunk `ref` into the first `ref.rawSize` bytes of `buffer`, verifies it, and
     /// returns the stored frame (for an export that copies it). A delta chunk needs its `prefix`.
     /// `packedAt`: the chunk is not a file of the store but `ref.storedSize` bytes at that
-    /// offset of a pack file.
+    /// offset of a pack file the caller has open.
     @discardableResult
     func load(_ ref: ChunkRef, into buffer: UnsafeMutableRawBufferPointer, codec: Zstd,
-              prefix: UnsafeRawBufferPointer? = nil, packedAt: (pack: URL, offset: Int)? = nil) throws -> [UInt8] {
+              prefix: UnsafeRawBufferPointer? = nil, packedAt: (file: Int32, path: String, offset: Int)? = nil) throws -> [UInt8] {
         try checkReference(ref)
-        let path = packedAt?.pack.path ?? self.path(of: ref.hash)
-        let fd = try FileIO.openForReading(path)
-        defer { close(fd) }
+        let path = packedAt?.path ?? self.path(of: ref.hash)
+        let fd = try packedAt?.file ?? FileIO.openForReading(path)
+        defer { if packedAt == nil { close(fd) } }
         let size = packedAt == nil ? try FileIO.size(fd, path: path) : ref.storedSize
         guard size > 0, size <= Zstd.compressBound(ref.rawSize) else {
             throw StasisError(.corrupted, "chunk \(ref.hash) is damaged: \(size) bytes stored for \(ref.rawSize)")

@@ -1,5 +1,6 @@
 import Foundation
 import StasisCore
+import Synchronization
 
 /// A file kept in a `ChunkStore` as a `FrameList`: written back whole (eager restore), frame by
 /// frame (lazy restore), or exported in the zstd seekable format.
@@ -18,6 +19,10 @@ public struct ChunkedFile: Sendable {
 
     /// Non-zero frames one worker takes at a time.
     static let framesPerBatch = 64
+
+    /// Pack files opened for page patches, once each, shared by every worker (a pread needs no
+    /// lock) and by copies of this value; closed with the last of them.
+    private let openPacks = OpenFiles()
 
     /// The file described by `frames`, its chunks in `store`, its delta chunks against `reference`.
     public init(store: ChunkStore, frames: FrameList, reference: FrameReference? = nil, ownPack: URL? = nil, workers: Int? = nil) {
@@ -107,9 +112,10 @@ public struct ChunkedFile: Sendable {
                 continue
             }
             do {
-                var packedAt: (URL, Int)? = nil
+                var packedAt: (Int32, String, Int)? = nil
                 if let location = patch.packed {
-                    packedAt = (try packURL(location.pack), location.offset)
+                    let path = try packURL(location.pack).path
+                    packedAt = (try openPacks.descriptor(path), path, location.offset)
                 }
                 if patch.isDelta {
                     // Compressed against the page it replaces, which the frame's chunk just wrote.
@@ -233,5 +239,24 @@ public struct ChunkedFile: Sendable {
         let code = (error as? StasisError)?.code ?? .ioFailure
         let place = file.map { " of \($0)" } ?? ""
         return StasisError(code, "frame \(index) (chunk \(ref.hash))\(place)", cause: error)
+    }
+}
+
+/// Files opened for reading on first use and kept open until this object goes away.
+final class OpenFiles: Sendable {
+    private let files = Mutex<[String: Int32]>([:])
+
+    /// A descriptor for `path`, opened the first time it is asked for.
+    func descriptor(_ path: String) throws -> Int32 {
+        try files.withLock { open in
+            if let fd = open[path] { return fd }
+            let fd = try FileIO.openForReading(path)
+            open[path] = fd
+            return fd
+        }
+    }
+
+    deinit {
+        files.withLock { open in for fd in open.values { close(fd) } }
     }
 }

@@ -56,6 +56,7 @@ public struct SnapshotArchive: Sendable {
             exported.memory = try SnapshotStore.part(raw)
             exported.memoryFrames = nil
             exported.memoryFramesFile = nil
+            exported.memoryFramesBase = nil
             exported.memoryFramesStoredBytes = nil
             exported.memoryAddedBytes = nil
             memory = raw
@@ -120,6 +121,7 @@ public struct SnapshotArchive: Sendable {
             defer { withExtendedLifetime(writers) {} }
             // RAM comes as a plain file; a frame list named here would be this host's, not the archive's.
             manifest.memoryFramesFile = nil
+            manifest.memoryFramesBase = nil
             manifest.memoryFramesStoredBytes = nil
             if let memory = manifest.memory {
                 let cut = try await Snapshotter(home: home).storeMemory(staged.appendingPathComponent(memory.file), kernel: manifest.kernel)

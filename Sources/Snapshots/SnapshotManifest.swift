@@ -59,10 +59,13 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
     /// Guest RAM in the chunk store, frame by frame: listed flat, never as a delta of a parent,
     /// so the 1,000th snapshot of a session restores like the first.
     public var memoryFrames: FrameList?
-    /// Where `memoryFrames` is kept (format 3): a zstd-compressed JSON file of the folder, read
-    /// with the manifest except by listings (`SnapshotStore.list`), so that listing thousands of
-    /// snapshots does not decode thousands of frame lists.
+    /// Where `memoryFrames` is kept (format 3): a zstd-compressed JSON file of the folder holding
+    /// a `FrameListDelta` over `memoryFramesBase`, read with the manifest except by listings
+    /// (`SnapshotStore.list`), so that listing thousands of snapshots decodes none of them.
     public var memoryFramesFile: Part?
+    /// The whole frame list the delta in `memoryFramesFile` is over: a chunk of the store (the
+    /// list's JSON), shared by the snapshots of a session until they differ from it too much.
+    public var memoryFramesBase: ChunkRef?
     /// The frame list's stored bytes, for listings that do not read it.
     public var memoryFramesStoredBytes: Int?
     /// Stored bytes of the chunks this snapshot added to the store when it was made: what it

@@ -105,9 +105,9 @@ public struct SnapshotStore: Sendable {
     /// Makes a staged snapshot real: fsync every part, write the manifest, rename the folder.
     /// Returns the manifest as written (with `memoryFramesFile`).
     @discardableResult
-    func commit(_ manifest: SnapshotManifest, staged: URL) throws -> SnapshotManifest {
+    func commit(_ manifest: SnapshotManifest, staged: URL, parent: SnapshotManifest? = nil) throws -> SnapshotManifest {
         for part in manifest.parts { try AtomicFile.syncFile(staged.appendingPathComponent(part.file)) }
-        let written = try writeManifest(manifest, in: staged)
+        let written = try writeManifest(manifest, in: staged, parent: parent)
         try AtomicFile.rename(staged, over: directory(manifest.id))
         try? FileManager.default.removeItem(at: directory(manifest.id).appendingPathComponent(".lock"))
         return written
@@ -128,16 +128,29 @@ public struct SnapshotStore: Sendable {
     /// The file a format 3 snapshot's frame list is kept in, beside its manifest.
     public static let memoryFramesName = "memory.frames"
 
+    /// How much of a frame list may differ from its base before it becomes a base of its own.
+    static let maxFramesDeltaShare = 0.25
+
     /// Writes `manifest.json` into `folder` (fsynced, atomically), its RAM frame list first into a
-    /// file of its own beside it (`memoryFramesFile`); returns the manifest with both.
-    func writeManifest(_ manifest: SnapshotManifest, in folder: URL) throws -> SnapshotManifest {
+    /// file of its own beside it (`memoryFramesFile`): a delta over `parent`'s base list while
+    /// it differs from that in at most a quarter of its frames, else over itself, stored as a
+    /// new base in the chunk store. Returns the manifest as written, with its frames. Callers
+    /// hold the chunk writers' lock.
+    func writeManifest(_ manifest: SnapshotManifest, in folder: URL, parent: SnapshotManifest? = nil) throws -> SnapshotManifest {
         var stored = manifest
         if let frames = manifest.memoryFrames {
+            let store = try chunkStore()
+            var kept: (ChunkRef, FrameListDelta)? = nil
+            if let base = parent?.memoryFramesBase, let baseList = try? readBaseList(base, store: store),
+               let delta = try FrameListDelta(frames, over: baseList), delta.changedShare(of: frames) <= Self.maxFramesDeltaShare {
+                kept = (base, delta)
+            }
+            let (base, delta) = try kept ?? newBase(frames, store: store)
             let url = folder.appendingPathComponent(Self.memoryFramesName)
-            let json = try JSONEncoder().encode(frames)
-            try AtomicFile.write(Data(try Zstd().compress(Array(json))), to: url)
+            try AtomicFile.write(Data(try Zstd().compress(Array(try JSONEncoder().encode(delta)))), to: url)
             stored.memoryFrames = nil
             stored.memoryFramesFile = try Self.part(url)
+            stored.memoryFramesBase = base
             stored.memoryFramesStoredBytes = frames.storedBytes
         }
         try AtomicFile.writeJSON(stored, to: folder.appendingPathComponent("manifest.json"))
@@ -157,24 +170,43 @@ public struct SnapshotStore: Sendable {
             throw StasisError(.unsupported, "snapshot \(id) has format \(manifest.format); this stasis reads formats \(SnapshotManifest.readableFormats.lowerBound) to \(SnapshotManifest.readableFormats.upperBound)")
         }
         if frames, manifest.memoryFrames == nil, let part = manifest.memoryFramesFile {
-            manifest.memoryFrames = try readFrameList(part, of: id)
+            manifest.memoryFrames = try readFrameList(manifest, part)
         }
         return manifest
     }
 
-    /// Decodes a snapshot's frame list file (its digest is checked by `verify`; the list checks
-    /// itself as it decodes). Damage is `.corrupted`, naming the snapshot.
-    private func readFrameList(_ part: SnapshotManifest.Part, of id: String) throws -> FrameList {
-        let url = directory(id).appendingPathComponent(part.file)
+    /// Stores `frames` whole as a chunk, to be the base of its own and later snapshots' deltas.
+    private func newBase(_ frames: FrameList, store: ChunkStore) throws -> (ChunkRef, FrameListDelta) {
+        guard let base = try store.put(try JSONEncoder().encode(frames)), let delta = try FrameListDelta(frames, over: frames) else {
+            throw StasisError(.internalError, "a frame list cannot be stored as its own base")
+        }
+        try store.sync()
+        return (base, delta)
+    }
+
+    /// A base frame list from the chunk store, checked against its hash and as it decodes.
+    private func readBaseList(_ base: ChunkRef, store: ChunkStore) throws -> FrameList {
+        try JSONDecoder().decode(FrameList.self, from: Data(try store.get(base)))
+    }
+
+    /// Reads a snapshot's frame list: the delta in its file (whose digest `verify` checks) over
+    /// its base list from the store; both check themselves as they decode, and the list put
+    /// back together must have the digest the delta recorded. Damage is `.corrupted`, naming
+    /// the snapshot.
+    private func readFrameList(_ manifest: SnapshotManifest, _ part: SnapshotManifest.Part) throws -> FrameList {
+        let url = directory(manifest.id).appendingPathComponent(part.file)
         do {
             let compressed = [UInt8](try Data(contentsOf: url))
             guard compressed.count == part.size, let size = Zstd.declaredSize(compressed) else {
                 throw StasisError(.corrupted, "\(url.path) is \(compressed.count) bytes, not the \(part.size) of a zstd frame the manifest lists")
             }
-            let json = try Zstd().decompress(compressed, expectedSize: size, maxSize: 1 << 30)
-            return try JSONDecoder().decode(FrameList.self, from: Data(json))
+            let json = Data(try Zstd().decompress(compressed, expectedSize: size, maxSize: 1 << 30))
+            guard let base = manifest.memoryFramesBase else { return try JSONDecoder().decode(FrameList.self, from: json) }
+            let delta = try JSONDecoder().decode(FrameListDelta.self, from: json)
+            return try delta.applied(to: try readBaseList(base, store: try chunkStore()))
         } catch {
-            throw StasisError(.corrupted, "snapshot \(id) is damaged: its RAM frame list \(part.file) cannot be read", cause: error)
+            throw StasisError((error as? StasisError)?.code == .notFound ? .notFound : .corrupted,
+                              "snapshot \(manifest.id) is damaged: its RAM frame list (\(part.file) over base \(manifest.memoryFramesBase?.hash ?? "none")) cannot be read", cause: error)
         }
     }
 
@@ -212,7 +244,7 @@ public struct SnapshotStore: Sendable {
     /// hashes every part and reads and checks every frame now.
     public func verify(_ manifest: SnapshotManifest, deep: Bool = false) throws {
         // A listed manifest comes without its frame list: it is read here.
-        if let frames = try manifest.memoryFrames ?? manifest.memoryFramesFile.map({ try readFrameList($0, of: manifest.id) }) {
+        if let frames = try manifest.memoryFrames ?? manifest.memoryFramesFile.map({ try readFrameList(manifest, $0) }) {
             if let identity = frames.reference { try checkReference(manifest, identity) }
             let chunks = try chunkStore()
             let packed = Set(frames.chunks).subtracting(frames.storeChunks)

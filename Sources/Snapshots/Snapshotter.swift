@@ -69,7 +69,7 @@ public struct Snapshotter: Sendable {
                     manifest.memoryAddedBytes = cut.newBytes
                     manifest.memory = nil
                 }
-                let written = try snapshots.commit(manifest, staged: staged)
+                let written = try snapshots.commit(manifest, staged: staged, parent: parent)
                 committed.withLock { $0 = (written, capture.frozenDisk) }
             }
         } catch {

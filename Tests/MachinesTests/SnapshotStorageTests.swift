@@ -121,8 +121,9 @@ struct SnapshotStorageTests {
         try await machine.remove(force: true)
         let store = SnapshotStore(home: home)
         // The chunks the store holds as files of their own (page patches are in packs).
-        let firstChunks = Set(try #require(first.memoryFrames).storeChunks)
-        let secondChunks = Set(try #require(second.memoryFrames).storeChunks)
+        let firstChunks = Set(try #require(first.memoryFrames).storeChunks + [first.memoryFramesBase?.hash].compactMap { $0 })
+        let secondChunks = Set(try #require(second.memoryFrames).storeChunks + [second.memoryFramesBase?.hash].compactMap { $0 })
+        #expect(second.memoryFramesBase == first.memoryFramesBase, "a small change is a delta over its parent's base list")
         #expect(firstChunks.intersection(secondChunks).count * 10 > firstChunks.count * 8)
 
         // Garbage: chunks no manifest lists, as a killed snapshot would leave.
@@ -146,7 +147,8 @@ struct SnapshotStorageTests {
             try store.verify(second, deep: true)
         }
         _ = try store.collectGarbage(machines: { [] })
-        #expect(Set(try chunks.allHashes()) == firstChunks.union(secondChunks), "every garbage chunk is gone, every listed one kept")
+        let kept = Set(try chunks.allHashes())
+        #expect(kept == firstChunks.union(secondChunks), "every garbage chunk is gone, every listed one kept: extra \(kept.subtracting(firstChunks.union(secondChunks))), missing \(firstChunks.union(secondChunks).subtracting(kept))")
 
         let usage = try #require(try CLI(home: home)("df", "--json").stdout.data(using: .utf8))
         let df = try JSONSerialization.jsonObject(with: usage) as? [String: Any]
