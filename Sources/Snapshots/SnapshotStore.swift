@@ -128,26 +128,28 @@ public struct SnapshotStore: Sendable {
     /// The file a format 3 snapshot's frame list is kept in, beside its manifest.
     public static let memoryFramesName = "memory.frames"
 
-    /// How much of a frame list may differ from its base before it becomes a base of its own.
-    static let maxFramesDeltaShare = 0.25
+    /// How big a frame list's delta may grow, against its base's stored size, before the list
+    /// becomes a base of its own.
+    static let maxFramesDeltaShare = 0.5
 
     /// Writes `manifest.json` into `folder` (fsynced, atomically), its RAM frame list first into a
     /// file of its own beside it (`memoryFramesFile`): a delta over `parent`'s base list while
-    /// it differs from that in at most a quarter of its frames, else over itself, stored as a
-    /// new base in the chunk store. Returns the manifest as written, with its frames. Callers
-    /// hold the chunk writers' lock.
+    /// that stores in at most half the base's bytes, else over itself, stored as a new base in
+    /// the chunk store. Returns the manifest as written, with its frames. Callers hold the
+    /// chunk writers' lock.
     func writeManifest(_ manifest: SnapshotManifest, in folder: URL, parent: SnapshotManifest? = nil) throws -> SnapshotManifest {
         var stored = manifest
         if let frames = manifest.memoryFrames {
             let store = try chunkStore()
-            var kept: (ChunkRef, FrameListDelta)? = nil
+            var kept: (ChunkRef, [UInt8])? = nil
             if let base = parent?.memoryFramesBase, let baseList = try? readBaseList(base, store: store),
-               let delta = try FrameListDelta(frames, over: baseList), delta.changedShare(of: frames) <= Self.maxFramesDeltaShare {
-                kept = (base, delta)
+               let delta = try FrameListDelta(frames, over: baseList) {
+                let encoded = try Self.encode(delta)
+                if Double(encoded.count) <= Double(base.storedSize) * Self.maxFramesDeltaShare { kept = (base, encoded) }
             }
-            let (base, delta) = try kept ?? newBase(frames, store: store)
+            let (base, encoded) = try kept ?? newBase(frames, store: store)
             let url = folder.appendingPathComponent(Self.memoryFramesName)
-            try AtomicFile.write(Data(try Zstd().compress(Array(try JSONEncoder().encode(delta)))), to: url)
+            try AtomicFile.write(Data(encoded), to: url)
             stored.memoryFrames = nil
             stored.memoryFramesFile = try Self.part(url)
             stored.memoryFramesBase = base
@@ -175,13 +177,19 @@ public struct SnapshotStore: Sendable {
         return manifest
     }
 
-    /// Stores `frames` whole as a chunk, to be the base of its own and later snapshots' deltas.
-    private func newBase(_ frames: FrameList, store: ChunkStore) throws -> (ChunkRef, FrameListDelta) {
+    /// Stores `frames` whole as a chunk, to be the base of its own and later snapshots' deltas;
+    /// returns it and the (empty) delta over it, encoded.
+    private func newBase(_ frames: FrameList, store: ChunkStore) throws -> (ChunkRef, [UInt8]) {
         guard let base = try store.put(try JSONEncoder().encode(frames)), let delta = try FrameListDelta(frames, over: frames) else {
             throw StasisError(.internalError, "a frame list cannot be stored as its own base")
         }
         try store.sync()
-        return (base, delta)
+        return (base, try Self.encode(delta))
+    }
+
+    /// A frame list delta as `memory.frames` holds it: zstd-compressed JSON.
+    private static func encode(_ delta: FrameListDelta) throws -> [UInt8] {
+        try Zstd().compress(Array(try JSONEncoder().encode(delta)))
     }
 
     /// A base frame list from the chunk store, checked against its hash and as it decodes.
@@ -218,22 +226,23 @@ public struct SnapshotStore: Sendable {
         return names.filter { !$0.hasPrefix(".") }.compactMap { try? manifest($0, frames: false) }.sorted { $0.created < $1.created }
     }
 
-    /// Finds a snapshot by id, unique id prefix, or tag (the newest with that tag).
-    public func find(_ reference: String) throws -> SnapshotManifest {
+    /// Finds a snapshot by id, unique id prefix, or tag (the newest with that tag); with its
+    /// frame list unless `frames` is false (removing a snapshot needs none, even a damaged one).
+    public func find(_ reference: String, frames: Bool = true) throws -> SnapshotManifest {
         guard !reference.isEmpty else { throw StasisError(.invalidArgument, "no snapshot given") }
         // A whole id (what sessions and forks use) is one file to read, not every manifest.
         if reference.count == 12, reference.allSatisfy(\.isHexDigit), reference == reference.lowercased(),
            FileManager.default.fileExists(atPath: directory(reference).appendingPathComponent("manifest.json").path) {
-            return try manifest(reference)
+            return try manifest(reference, frames: frames)
         }
         let all = try list()
-        if let exact = all.first(where: { $0.id == reference }) { return try manifest(exact.id) }
+        if let exact = all.first(where: { $0.id == reference }) { return try manifest(exact.id, frames: frames) }
         let prefixed = all.filter { $0.id.hasPrefix(reference) }
-        if prefixed.count == 1 { return try manifest(prefixed[0].id) }
+        if prefixed.count == 1 { return try manifest(prefixed[0].id, frames: frames) }
         if prefixed.count > 1 {
             throw StasisError(.invalidArgument, "'\(reference)' matches several snapshots: give more of the id")
         }
-        if let tagged = all.last(where: { $0.tag == reference }) { return try manifest(tagged.id) }
+        if let tagged = all.last(where: { $0.tag == reference }) { return try manifest(tagged.id, frames: frames) }
         throw StasisError(.notFound, "no snapshot '\(reference)': `stasis snapshots` lists them")
     }
 

@@ -1,4 +1,4 @@
-import ChunkStore
+@testable import ChunkStore
 import Foundation
 import StasisCore
 import Testing
@@ -18,9 +18,10 @@ import Testing
         defer { try? FileManager.default.removeItem(at: dir) }
         let (base, changed) = try Self.lists(dir)
         let delta = try #require(try FrameListDelta(changed, over: base))
-        // Two frames patched (one with a page zeroed) and one rewritten: three of the list's frames.
-        #expect(delta.changed.nonZeroFrames.count == 3 && delta.zeroed.isEmpty, "\(delta.changed.nonZeroFrames)")
-        #expect(delta.changedShare(of: changed) < 0.5)
+        // Two frames patched over their old chunk (one with a page zeroed): only those pages; one
+        // frame rewritten: whole.
+        #expect(delta.changed.nonZeroFrames.count == 1 && delta.repatched.nonZeroFrames.count == 2 && delta.zeroed.isEmpty,
+                "\(delta.changed.nonZeroFrames) \(delta.repatched.nonZeroFrames)")
         #expect(try delta.applied(to: base) == changed)
         let json = try JSONEncoder().encode(delta)
         #expect(try JSONDecoder().decode(FrameListDelta.self, from: json) == delta)
@@ -31,6 +32,22 @@ import Testing
         // Back the other way: frames the changed list has and the base does not are zeroed.
         let back = try #require(try FrameListDelta(base, over: changed))
         #expect(try back.applied(to: changed) == base)
+    }
+
+    /// A page patched again lists that page alone, not its frame's other patches.
+    @Test func aPagePatchedAgainCostsThatPage() throws {
+        let dir = try makeTemporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (_, changed) = try Self.lists(dir)
+        var bytes = try contents(dir.appendingPathComponent("changed"))
+        for offset in 0 ..< 100 { bytes[(1 << 20) + 4096 + offset] ^= 0x5a }  // page 1 of the patched frame
+        let again = dir.appendingPathComponent("again")
+        try makeSparseFile(again, size: bytes.count, regions: [(0, bytes)])
+        let third = try FrameCutter(store: ChunkStore(root: dir), frameSize: 65536).cut(again, base: changed, packing: true).frames
+        let delta = try #require(try FrameListDelta(third, over: changed))
+        #expect(delta.changed.nonZeroFrames.isEmpty && delta.repatched.nonZeroFrames == [16] && delta.unpatched.isEmpty)
+        #expect(delta.repatched.patchedFrames == 1 && delta.repatched.chunks.count == 2, "the frame's chunk and one page: \(delta.repatched.chunks.count), patches \(delta.repatched.patches(at: 0).map(\.page))")
+        #expect(try delta.applied(to: changed) == third)
     }
 
     @Test func aDeltaOverAnotherBaseIsRefused() throws {

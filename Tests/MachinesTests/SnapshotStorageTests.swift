@@ -63,10 +63,10 @@ struct SnapshotStorageTests {
         try damaged.write(to: framesFile)
         let error = #expect(throws: StasisError.self) { try store.find(unchanged.id) }
         #expect(error?.code == .corrupted && error?.message.contains(unchanged.id) == true, "\(String(describing: error))")
+        let removal = try CLI(home: env.home)("snapshot", "rm", unchanged.id)
+        #expect(removal.code == 0 && !FileManager.default.fileExists(atPath: store.directory(unchanged.id).path), "\(removal)")
 
-        for id in [unchanged.id, changed.id] {
-            try await SnapshotStore(home: env.home).remove(id, force: false, machines: try env.store.list())
-        }
+        try await store.remove(changed.id, force: false, machines: try env.store.list())
         for name in ["frames-quiet", "frames-busy"] { try await Machine.open(name, store: env.store).remove(force: true) }
     }
 

@@ -129,7 +129,7 @@ struct SnapshotCommand: AsyncParsableCommand {
                 let store = SnapshotStore(home: global.home)
                 let machines = try MachineStore(home: global.home).list()
                 try await forEachReference(snapshots) { reference in
-                    let manifest = try store.find(reference)
+                    let manifest = try store.find(reference, frames: false)
                     try await store.remove(manifest.id, force: force, machines: machines)
                     print(manifest.id)
                 }
