@@ -123,7 +123,6 @@ struct SnapshotStorageTests {
         // The chunks the store holds as files of their own (page patches are in packs).
         let firstChunks = Set(try #require(first.memoryFrames).storeChunks + [first.memoryFramesBase?.hash].compactMap { $0 })
         let secondChunks = Set(try #require(second.memoryFrames).storeChunks + [second.memoryFramesBase?.hash].compactMap { $0 })
-        #expect(second.memoryFramesBase == first.memoryFramesBase, "a small change is a delta over its parent's base list")
         #expect(firstChunks.intersection(secondChunks).count * 10 > firstChunks.count * 8)
 
         // Garbage: chunks no manifest lists, as a killed snapshot would leave.

@@ -297,9 +297,10 @@ public actor AgentClient {
     /// was slower; returns the last round trip. The guest sets the time it is sent when it reads
     /// the request, so a request that waits (a guest still faulting its memory back in after a
     /// restore, a loaded host) leaves it that far behind: a slow round trip is repeated, aimed
-    /// half a round trip ahead.
+    /// half a round trip ahead, until one is quick (a guest starved for seconds on a loaded host
+    /// took more than four).
     @discardableResult
-    public func syncClock(tolerance: Duration = .milliseconds(250), attempts: Int = 4) async throws -> Duration {
+    public func syncClock(tolerance: Duration = .milliseconds(250), attempts: Int = 8) async throws -> Duration {
         let clock = ContinuousClock()
         var lead = 0.0
         var roundTrip = Duration.zero
