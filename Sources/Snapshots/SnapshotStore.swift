@@ -105,7 +105,7 @@ public struct SnapshotStore: Sendable {
     /// Makes a staged snapshot real: fsync every part, write the manifest, rename the folder.
     /// Returns the manifest as written (with `memoryFramesFile`).
     @discardableResult
-    func commit(_ manifest: SnapshotManifest, staged: URL, parent: SnapshotManifest? = nil) throws -> SnapshotManifest {
+    func commit(_ manifest: SnapshotManifest, staged: URL, parent: (manifest: SnapshotManifest, base: FrameList?)? = nil) throws -> SnapshotManifest {
         for part in manifest.parts { try AtomicFile.syncFile(staged.appendingPathComponent(part.file)) }
         let written = try writeManifest(manifest, in: staged, parent: parent)
         try AtomicFile.rename(staged, over: directory(manifest.id))
@@ -135,14 +135,15 @@ public struct SnapshotStore: Sendable {
     /// Writes `manifest.json` into `folder` (fsynced, atomically), its RAM frame list first into a
     /// file of its own beside it (`memoryFramesFile`): a delta over `parent`'s base list while
     /// that stores in at most half the base's bytes, else over itself, stored as a new base in
-    /// the chunk store. Returns the manifest as written, with its frames. Callers hold the
-    /// chunk writers' lock.
-    func writeManifest(_ manifest: SnapshotManifest, in folder: URL, parent: SnapshotManifest? = nil) throws -> SnapshotManifest {
+    /// the chunk store (`parent.base`: its base list, when the caller has it decoded). Returns the
+    /// manifest as written, with its frames. Callers hold the chunk writers' lock.
+    func writeManifest(_ manifest: SnapshotManifest, in folder: URL,
+                       parent: (manifest: SnapshotManifest, base: FrameList?)? = nil) throws -> SnapshotManifest {
         var stored = manifest
         if let frames = manifest.memoryFrames {
             let store = try chunkStore()
             var kept: (ChunkRef, [UInt8])? = nil
-            if let base = parent?.memoryFramesBase, let baseList = try? readBaseList(base, store: store),
+            if let base = parent?.manifest.memoryFramesBase, let baseList = try parent?.base ?? (try? readBaseList(base, store: store)),
                let delta = try FrameListDelta(frames, over: baseList) {
                 let encoded = try Self.encode(delta)
                 if Double(encoded.count) <= Double(base.storedSize) * Self.maxFramesDeltaShare { kept = (base, encoded) }
@@ -163,6 +164,12 @@ public struct SnapshotStore: Sendable {
     /// Reads one snapshot's manifest, with its RAM frame list unless `frames` is false (then
     /// `memoryFrames` is nil and `memoryFramesFile` says where it is).
     public func manifest(_ id: String, frames: Bool = true) throws -> SnapshotManifest {
+        try manifestAndBase(id, frames: frames).manifest
+    }
+
+    /// `manifest(id)`, with the base list its frame list was put together over (nil for a
+    /// format 2 list, or without `frames`): a snapshot of the same machine starts from it.
+    func manifestAndBase(_ id: String, frames: Bool = true) throws -> (manifest: SnapshotManifest, base: FrameList?) {
         let url = directory(id).appendingPathComponent("manifest.json")
         guard FileManager.default.fileExists(atPath: url.path) else {
             throw StasisError(.notFound, "no snapshot '\(id)': `stasis snapshots` lists them")
@@ -171,10 +178,11 @@ public struct SnapshotStore: Sendable {
         guard SnapshotManifest.readableFormats.contains(manifest.format) else {
             throw StasisError(.unsupported, "snapshot \(id) has format \(manifest.format); this stasis reads formats \(SnapshotManifest.readableFormats.lowerBound) to \(SnapshotManifest.readableFormats.upperBound)")
         }
+        var base: FrameList? = nil
         if frames, manifest.memoryFrames == nil, let part = manifest.memoryFramesFile {
-            manifest.memoryFrames = try readFrameList(manifest, part)
+            (manifest.memoryFrames, base) = try readFrameList(manifest, part)
         }
-        return manifest
+        return (manifest, base)
     }
 
     /// Stores `frames` whole as a chunk, to be the base of its own and later snapshots' deltas;
@@ -201,7 +209,7 @@ public struct SnapshotStore: Sendable {
     /// its base list from the store; both check themselves as they decode, and the list put
     /// back together must have the digest the delta recorded. Damage is `.corrupted`, naming
     /// the snapshot.
-    private func readFrameList(_ manifest: SnapshotManifest, _ part: SnapshotManifest.Part) throws -> FrameList {
+    private func readFrameList(_ manifest: SnapshotManifest, _ part: SnapshotManifest.Part) throws -> (list: FrameList, base: FrameList?) {
         let url = directory(manifest.id).appendingPathComponent(part.file)
         do {
             let compressed = [UInt8](try Data(contentsOf: url))
@@ -209,9 +217,10 @@ public struct SnapshotStore: Sendable {
                 throw StasisError(.corrupted, "\(url.path) is \(compressed.count) bytes, not the \(part.size) of a zstd frame the manifest lists")
             }
             let json = Data(try Zstd().decompress(compressed, expectedSize: size, maxSize: 1 << 30))
-            guard let base = manifest.memoryFramesBase else { return try JSONDecoder().decode(FrameList.self, from: json) }
+            guard let base = manifest.memoryFramesBase else { return (try JSONDecoder().decode(FrameList.self, from: json), nil) }
             let delta = try JSONDecoder().decode(FrameListDelta.self, from: json)
-            return try delta.applied(to: try readBaseList(base, store: try chunkStore()))
+            let baseList = try readBaseList(base, store: try chunkStore())
+            return (try delta.applied(to: baseList), baseList)
         } catch {
             throw StasisError((error as? StasisError)?.code == .notFound ? .notFound : .corrupted,
                               "snapshot \(manifest.id) is damaged: its RAM frame list (\(part.file) over base \(manifest.memoryFramesBase?.hash ?? "none")) cannot be read", cause: error)
@@ -253,7 +262,7 @@ public struct SnapshotStore: Sendable {
     /// hashes every part and reads and checks every frame now.
     public func verify(_ manifest: SnapshotManifest, deep: Bool = false) throws {
         // A listed manifest comes without its frame list: it is read here.
-        if let frames = try manifest.memoryFrames ?? manifest.memoryFramesFile.map({ try readFrameList(manifest, $0) }) {
+        if let frames = try manifest.memoryFrames ?? manifest.memoryFramesFile.map({ try readFrameList(manifest, $0).list }) {
             if let identity = frames.reference { try checkReference(manifest, identity) }
             let chunks = try chunkStore()
             let packed = Set(frames.chunks).subtracting(frames.storeChunks)

@@ -45,7 +45,7 @@ public struct Snapshotter: Sendable {
         let placement = await diskPlacement(for: machine)
         do {
             try await machine.capture(into: staged, leaveRunning: leaveRunning, collapseOnto: placement.collapseOnto) { capture in
-                let parent = try parent(of: capture.record)
+                let (parent, parentBase) = try parent(of: capture.record)
                 // RAM goes into the chunk store; gc waits for this commit before it looks.
                 let writers = try await runBlocking { [snapshots] in try FileLock.acquire(snapshots.chunkWritersLock, shared: true) }
                 defer { withExtendedLifetime(writers) {} }
@@ -69,7 +69,7 @@ public struct Snapshotter: Sendable {
                     manifest.memoryAddedBytes = cut.newBytes
                     manifest.memory = nil
                 }
-                let written = try snapshots.commit(manifest, staged: staged, parent: parent)
+                let written = try snapshots.commit(manifest, staged: staged, parent: parent.map { ($0, parentBase) })
                 committed.withLock { $0 = (written, capture.frozenDisk) }
             }
         } catch {
@@ -89,10 +89,13 @@ public struct Snapshotter: Sendable {
         return manifest
     }
 
-    /// The newest snapshot of this machine, else the one it was restored from: read once, for
-    /// the manifest's `parent` and as the base RAM frames are patched over.
-    private func parent(of record: MachineRecord) throws -> SnapshotManifest? {
-        try record.lastSnapshot.flatMap { try? snapshots.manifest($0.id) } ?? record.restoredFrom.map { try snapshots.manifest($0) }
+    /// The newest snapshot of this machine, else the one it was restored from, with the base
+    /// list its frame list is a delta over: read once, for the manifest's `parent`, as the base
+    /// RAM frames are patched over, and as the base the new frame list is a delta over.
+    private func parent(of record: MachineRecord) throws -> (SnapshotManifest?, FrameList?) {
+        let found = try record.lastSnapshot.flatMap { try? snapshots.manifestAndBase($0.id) }
+            ?? record.restoredFrom.map { try snapshots.manifestAndBase($0) }
+        return (found?.manifest, found?.base)
     }
 
     private func manifest(id: String, tag: String?, capture: Machine.Capture, parent: SnapshotManifest?) throws -> SnapshotManifest {
