@@ -45,10 +45,11 @@ public struct Snapshotter: Sendable {
         let placement = await diskPlacement(for: machine)
         do {
             try await machine.capture(into: staged, leaveRunning: leaveRunning, collapseOnto: placement.collapseOnto) { capture in
-                let (parent, parentBase) = try parent(of: capture.record)
-                // RAM goes into the chunk store; gc waits for this commit before it looks.
+                // RAM goes into the chunk store; gc waits for this commit before it looks. Taken
+                // before the parent is read: the packs and base list it names stay until then.
                 let writers = try await runBlocking { [snapshots] in try FileLock.acquire(snapshots.chunkWritersLock, shared: true) }
                 defer { withExtendedLifetime(writers) {} }
+                let (parent, parentBase) = try parent(of: capture.record)
                 // The disk layer is written while the RAM is cut: they are independent.
                 async let diskWritten: Void = capture.writeDisk()
                 // Frames the guest changed a few pages of since its parent cost those pages.
