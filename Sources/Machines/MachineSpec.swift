@@ -17,9 +17,13 @@ public struct MachineSpec: Codable, Sendable, Equatable {
     public var allowedHosts: [HostService]
     /// The accelerator asked for (`auto` picks one).
     public var accelerator: AcceleratorPreference
+    /// Whether the guest kernel zeroes memory as it frees it (`init_on_free=1`), so what a
+    /// finished process used is stored as nothing in the next snapshot instead of as changes.
+    public var zeroFreedMemory: Bool
 
     public init(image: String, memoryMiB: Int = 512, cpus: Int = 1, ports: [PortForward] = [],
-                network: NetworkMode = .isolated, allowedHosts: [HostService] = [], accelerator: AcceleratorPreference = .auto) {
+                network: NetworkMode = .isolated, allowedHosts: [HostService] = [], accelerator: AcceleratorPreference = .auto,
+                zeroFreedMemory: Bool = true) {
         self.image = image
         self.memoryMiB = memoryMiB
         self.cpus = cpus
@@ -27,6 +31,24 @@ public struct MachineSpec: Codable, Sendable, Equatable {
         self.network = network
         self.allowedHosts = allowedHosts
         self.accelerator = accelerator
+        self.zeroFreedMemory = zeroFreedMemory
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case image, memoryMiB, cpus, ports, network, allowedHosts, accelerator, zeroFreedMemory
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        image = try container.decode(String.self, forKey: .image)
+        memoryMiB = try container.decode(Int.self, forKey: .memoryMiB)
+        cpus = try container.decode(Int.self, forKey: .cpus)
+        ports = try container.decode([PortForward].self, forKey: .ports)
+        network = try container.decode(NetworkMode.self, forKey: .network)
+        allowedHosts = try container.decode([HostService].self, forKey: .allowedHosts)
+        accelerator = try container.decode(AcceleratorPreference.self, forKey: .accelerator)
+        // Records and snapshots made before this setting booted without it.
+        zeroFreedMemory = try container.decodeIfPresent(Bool.self, forKey: .zeroFreedMemory) ?? false
     }
 
     /// Parses `512M`, `1G`, `2048` (MiB) into MiB.

@@ -32,6 +32,7 @@ struct ChainBench: AsyncParsableCommand {
     @Option(help: "Timed restores of the first and of the last snapshot.") var restores = 5
     @Option(help: "Every this many snapshots, suspend (stop-mode snapshot) and restore, as an idle session does.")
     var suspendEvery = 10
+    @Flag(inversion: .prefixedNo, help: "Boot the guest with init_on_free=1, as `stasis run` does by default.") var zeroFreedMemory = true
     @Flag(help: "Print JSON on stdout (the table goes to stderr).") var json = false
 
     func validate() throws {
@@ -103,7 +104,7 @@ struct ChainBench: AsyncParsableCommand {
 
     func run() async throws {
         let memoryMiB = try MachineSpec.parseMemory(memory)
-        let command = "stasis-bench chain --snapshots \(snapshots) --image \(image) --memory \(memory) --change-bytes \(changeBytes) --restores \(restores) --suspend-every \(suspendEvery)"
+        let command = "stasis-bench chain --snapshots \(snapshots) --image \(image) --memory \(memory) --change-bytes \(changeBytes) --restores \(restores) --suspend-every \(suspendEvery)" + (zeroFreedMemory ? "" : " --no-zero-freed-memory")
         try await BenchRun.main(json: json, quietTimeout: 60) { run, _ in
             try await measure(run, memoryMiB: memoryMiB, command: command)
         }
@@ -111,7 +112,7 @@ struct ChainBench: AsyncParsableCommand {
 
     private func measure(_ run: BenchRun, memoryMiB: Int, command: String) async throws -> Report {
         let (home, source) = try await StasisGuest.bootInFreshHome(run, folder: run.work.appendingPathComponent("chain"), prefix: "chain-",
-                                                                   image: image, memoryMiB: memoryMiB, idle: 2)
+                                                                   image: image, memoryMiB: memoryMiB, idle: 2, zeroFreedMemory: zeroFreedMemory)
         await WarmStart.prewarm(source)
         let snapshotter = Snapshotter(home: home)
         let bootSnapshot = try await snapshotter.take(source, tag: "boot", leaveRunning: false)

@@ -128,6 +128,18 @@ extension MachineUnitTests {
             let data = try JSONEncoder().encode(spec)
             #expect(try JSONDecoder().decode(MachineSpec.self, from: data) == spec)
         }
+
+        /// Machines boot with init_on_free=1 unless told not to; records and snapshots written
+        /// before the setting existed booted without it, and say so when read.
+        @Test func zeroFreedMemoryIsTheDefaultButNotForOldRecords() throws {
+            #expect(MachineSpec(image: "debian").zeroFreedMemory)
+            var json = try #require(try JSONSerialization.jsonObject(with: JSONEncoder().encode(MachineSpec(image: "debian"))) as? [String: Any])
+            #expect(json.removeValue(forKey: "zeroFreedMemory") as? Bool == true)
+            let old = try JSONDecoder().decode(MachineSpec.self, from: JSONSerialization.data(withJSONObject: json))
+            #expect(!old.zeroFreedMemory)
+            let off = MachineSpec(image: "debian", zeroFreedMemory: false)
+            #expect(try JSONDecoder().decode(MachineSpec.self, from: JSONEncoder().encode(off)) == off)
+        }
     }
 }
 
@@ -284,6 +296,18 @@ extension MachineUnitTests {
         }
 
         static var paths: MachinePaths { MachinePaths(home: home, id: id) }
+
+        @Test(arguments: [true, false])
+        func initOnFreeFollowsTheSpec(zeroFreed: Bool) {
+            var record = MachineRecord(id: Self.id, name: "web-1", spec: MachineSpec(image: "debian", zeroFreedMemory: zeroFreed),
+                                       autoRemove: false, engine: "qemu")
+            record.spec.cpus = 1
+            let boot = BootArtifacts(kernel: URL(fileURLWithPath: "/k/vmlinuz"), initramfs: URL(fileURLWithPath: "/k/initrd.img"),
+                                     kernelVersion: "6.1.0", imageDisk: URL(fileURLWithPath: "/i/disk.raw"))
+            let line = QEMUCommandLine(record: record, paths: Self.paths, boot: boot,
+                                       accelerator: AcceleratorChoice(kind: .tcg, reason: "test"), tscKHz: nil).kernelCommandLine
+            #expect(line.split(separator: " ").contains("init_on_free=1") == zeroFreed, "\(line)")
+        }
 
         @Test func isolatedNetworkIsRestricted() throws {
             let args = Self.commandLine(network: .isolated).arguments
