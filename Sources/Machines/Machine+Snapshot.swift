@@ -180,11 +180,20 @@ extension Machine {
         case served(@Sendable (_ mountpoint: URL, _ log: URL) async throws -> URL)
     }
 
+    /// Where a restored machine's device state comes from.
+    public enum RestoredState: Sendable {
+        /// A stream QEMU loads as it is (raw, or zstd-compressed).
+        case file(URL)
+        /// Written by the caller into the file it is given (a stored delta put back together),
+        /// which QEMU loads and the restore then removes.
+        case written(by: @Sendable (_ stateFile: URL) async throws -> Void)
+    }
+
     /// What a restore needs from a snapshot.
     public struct RestoreInput: Sendable {
         public var snapshotID: String
         public var spec: MachineSpec
-        public var state: URL
+        public var state: RestoredState
         public var memory: RestoredMemory
         public var disk: URL
         public var generation: UInt64
@@ -192,7 +201,7 @@ extension Machine {
         /// The guest kernel running in the snapshot.
         public var kernel: String
 
-        public init(snapshotID: String, spec: MachineSpec, state: URL, memory: RestoredMemory, disk: URL, generation: UInt64, accelerator: String?, kernel: String) {
+        public init(snapshotID: String, spec: MachineSpec, state: RestoredState, memory: RestoredMemory, disk: URL, generation: UInt64, accelerator: String?, kernel: String) {
             self.kernel = kernel
             self.snapshotID = snapshotID
             self.spec = spec
@@ -219,6 +228,7 @@ extension Machine {
         var record = try store.create(name: name, spec: input.spec, autoRemove: autoRemove)
         let paths = MachinePaths(home: store.home, id: record.id)
         let machine = Machine(record: record, store: store)
+        let state: URL
         do {
             // Named as the snapshot's user before anything else, so `snapshot rm` sees it.
             record.diskBase = input.disk.path
@@ -244,13 +254,21 @@ extension Machine {
                 record.memoryFile = try await start(paths.memoryMount, paths.memoryServerLog).path
                 record.memoryShared = false
             }
+            switch input.state {
+            case .file(let file):
+                state = file
+            case .written(let write):
+                state = paths.restoredState
+                try await write(state)
+            }
             try store.save(record)
         } catch {
             try? store.delete(id: record.id)
             throw error
         }
+        defer { if case .written = input.state { try? FileManager.default.removeItem(at: state) } }
         // The machine re-reads its record from the store before each state change.
-        try await machine.resume(from: RestoreSource(state: input.state, ramInState: input.ramInState), engine: engine,
+        try await machine.resume(from: RestoreSource(state: state, ramInState: input.ramInState), engine: engine,
                                  accelerator: input.accelerator)
         return machine
     }

@@ -21,6 +21,8 @@ public struct MachinePaths: Sendable {
     /// The guest RAM file the machine maps.
     public func memory(of record: MachineRecord) -> URL { record.memoryFile.map { URL(fileURLWithPath: $0) } ?? memory }
     public var lock: URL { directory.appendingPathComponent("lock") }
+    /// The device state a restore puts back together from a delta, for QEMU to load once.
+    public var restoredState: URL { directory.appendingPathComponent("state.restored") }
     /// Where a lazily restored machine's RAM is served (a FUSE mount while its QEMU runs).
     public var memoryMount: URL { directory.appendingPathComponent("memory.fuse") }
     /// The log of the process serving `memoryMount`.

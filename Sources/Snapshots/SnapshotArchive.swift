@@ -61,6 +61,14 @@ public struct SnapshotArchive: Sendable {
             exported.memoryAddedBytes = nil
             memory = raw
         }
+        // Device state too is carried whole, not as a delta over this host's base state.
+        var state = source.appendingPathComponent(manifest.state.file)
+        if manifest.stateBase != nil {
+            state = work.appendingPathComponent("state")
+            try await runBlocking { [store, state] in try store.restoreDeviceState(manifest, to: state) }
+            exported.state = try SnapshotStore.part(state)
+            exported.stateBase = nil
+        }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         encoder.dateEncodingStrategy = .iso8601
@@ -69,7 +77,7 @@ public struct SnapshotArchive: Sendable {
         let writer = try SeekableWriter(url: file, checksums: false)
         var frames = try FrameWriter(writer)
         try frames.file("manifest.json", bytes: manifestBytes)
-        try frames.file("state", url: source.appendingPathComponent(manifest.state.file))
+        try frames.file("state", url: state)
         if let memory { try frames.file("memory", url: memory) }
         try frames.file("disk.qcow2", url: disk)
         try frames.finish()
@@ -122,6 +130,7 @@ public struct SnapshotArchive: Sendable {
             // RAM comes as a plain file; a frame list named here would be this host's, not the archive's.
             manifest.memoryFramesFile = nil
             manifest.memoryFramesBase = nil
+            manifest.stateBase = nil
             manifest.memoryFramesStoredBytes = nil
             if let memory = manifest.memory {
                 let cut = try await Snapshotter(home: home).storeMemory(staged.appendingPathComponent(memory.file), kernel: manifest.kernel)

@@ -7,11 +7,13 @@ import Machines
 /// manifest is not a snapshot.
 public struct SnapshotManifest: Codable, Sendable, Equatable {
     /// Bumped when the layout changes incompatibly; readers refuse versions they do not know.
-    /// Format 3 keeps the RAM's frame list in a file of its own (`memoryFramesFile`); format 2
-    /// kept it in the manifest; format 1 kept RAM as a file.
-    public static let currentFormat = 3
+    /// Format 4 may keep device state as a delta over a base state (`stateBase`) and compresses
+    /// the frame list's delta against its base list (`framesDeltaIsOverBaseJSON`); format 3 keeps
+    /// the RAM's frame list in a file of its own (`memoryFramesFile`); format 2 kept it in the
+    /// manifest; format 1 kept RAM as a file.
+    public static let currentFormat = 4
     /// Formats this stasis reads.
-    public static let readableFormats = 1 ... 3
+    public static let readableFormats = 1 ... 4
 
     public struct Part: Codable, Sendable, Equatable {
         /// File name in the snapshot folder.
@@ -54,6 +56,10 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
     /// Device state (and RAM when there is no other memory part), guest RAM as a file in the
     /// folder (format 1, and archives), disk layer.
     public var state: Part
+    /// The device state `state` is a delta over: a chunk of the store holding a whole stream,
+    /// which `state` (one zstd frame) was compressed against as its prefix. Nil: `state` is the
+    /// whole stream, raw or zstd-compressed.
+    public var stateBase: ChunkRef?
     public var memory: Part?
     public var disk: Part
     /// Guest RAM in the chunk store, frame by frame: listed flat, never as a delta of a parent,
@@ -89,6 +95,10 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
     public var memoryStoredBytes: Int {
         memoryFrames?.storedBytes ?? memoryFramesStoredBytes ?? Int(memory?.allocated ?? state.allocated)
     }
+
+    /// Whether `memoryFramesFile` was compressed against the base list's JSON as a zstd prefix
+    /// (format 4), not alone.
+    public var framesDeltaIsOverBaseJSON: Bool { format >= 4 }
 
     /// Whether the guest RAM is in the state stream rather than a part of its own.
     public var ramInState: Bool { memory == nil && memoryFrames == nil && memoryFramesFile == nil }

@@ -53,7 +53,7 @@ extension SnapshotStore {
         let lock = try FileLock.acquire(chunkWritersLock)
         defer { withExtendedLifetime(lock) {} }
         let manifests = try allManifestsStrictly()
-        let referenced = Set(manifests.flatMap { ($0.memoryFrames?.chunks ?? []) + [$0.memoryFramesBase?.hash].compactMap { $0 } })
+        let referenced = Set(manifests.flatMap { ($0.memoryFrames?.chunks ?? []) + [$0.memoryFramesBase?.hash, $0.stateBase?.hash].compactMap { $0 } })
         let referencedPacks = Set(manifests.flatMap { $0.memoryFrames?.packs ?? [] })
         let chunks = try chunkStore()
         var result = GarbageCollection(chunksRemoved: 0, packsRemoved: 0, bytesFreed: 0, cachesRemoved: 0, cacheBytesFreed: 0,

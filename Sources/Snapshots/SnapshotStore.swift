@@ -130,7 +130,7 @@ public struct SnapshotStore: Sendable {
 
     /// How big a frame list's delta may grow, against its base's stored size, before the list
     /// becomes a base of its own.
-    static let maxFramesDeltaShare = 0.5
+    static let maxFramesDeltaShare = 0.3
 
     /// Writes `manifest.json` into `folder` (fsynced, atomically), its RAM frame list first into a
     /// file of its own beside it (`memoryFramesFile`): a delta over `parent`'s base list while
@@ -143,9 +143,10 @@ public struct SnapshotStore: Sendable {
         if let frames = manifest.memoryFrames {
             let store = try chunkStore()
             var kept: (ChunkRef, [UInt8])? = nil
-            if let base = parent?.manifest.memoryFramesBase, let baseList = try parent?.base ?? (try? readBaseList(base, store: store)),
+            if let base = parent?.manifest.memoryFramesBase, let baseJSON = try? store.get(base),
+               let baseList = try parent?.base ?? (try? JSONDecoder().decode(FrameList.self, from: Data(baseJSON))),
                let delta = try FrameListDelta(frames, over: baseList) {
-                let encoded = try Self.encode(delta)
+                let encoded = try Self.encode(delta, over: baseJSON)
                 if Double(encoded.count) <= Double(base.storedSize) * Self.maxFramesDeltaShare { kept = (base, encoded) }
             }
             let (base, encoded) = try kept ?? newBase(frames, store: store)
@@ -188,21 +189,20 @@ public struct SnapshotStore: Sendable {
     /// Stores `frames` whole as a chunk, to be the base of its own and later snapshots' deltas;
     /// returns it and the (empty) delta over it, encoded.
     private func newBase(_ frames: FrameList, store: ChunkStore) throws -> (ChunkRef, [UInt8]) {
-        guard let base = try store.put(try JSONEncoder().encode(frames)), let delta = try FrameListDelta(frames, over: frames) else {
+        let json = Array(try JSONEncoder().encode(frames))
+        guard let base = try store.put(json), let delta = try FrameListDelta(frames, over: frames) else {
             throw StasisError(.internalError, "a frame list cannot be stored as its own base")
         }
         try store.sync()
-        return (base, try Self.encode(delta))
+        return (base, try Self.encode(delta, over: json))
     }
 
-    /// A frame list delta as `memory.frames` holds it: zstd-compressed JSON.
-    private static func encode(_ delta: FrameListDelta) throws -> [UInt8] {
-        try Zstd().compress(Array(try JSONEncoder().encode(delta)))
-    }
-
-    /// A base frame list from the chunk store, checked against its hash and as it decodes.
-    private func readBaseList(_ base: ChunkRef, store: ChunkStore) throws -> FrameList {
-        try JSONDecoder().decode(FrameList.self, from: Data(try store.get(base)))
+    /// A frame list delta as `memory.frames` holds it (format 4): JSON in one zstd frame
+    /// compressed against the base list's JSON, so the chunk names it shares with the base (the
+    /// chunk under every repatched frame, patches kept) cost a few bytes each, not 32.
+    private static func encode(_ delta: FrameListDelta, over baseJSON: [UInt8]) throws -> [UInt8] {
+        let json = Array(try JSONEncoder().encode(delta))
+        return try json.withUnsafeBytes { source in try baseJSON.withUnsafeBytes { try Zstd().compress(source, prefix: $0) } }
     }
 
     /// Reads a snapshot's frame list: the delta in its file (whose digest `verify` checks) over
@@ -216,10 +216,25 @@ public struct SnapshotStore: Sendable {
             guard compressed.count == part.size, let size = Zstd.declaredSize(compressed) else {
                 throw StasisError(.corrupted, "\(url.path) is \(compressed.count) bytes, not the \(part.size) of a zstd frame the manifest lists")
             }
-            let json = Data(try Zstd().decompress(compressed, expectedSize: size, maxSize: 1 << 30))
-            guard let base = manifest.memoryFramesBase else { return (try JSONDecoder().decode(FrameList.self, from: json), nil) }
+            guard let base = manifest.memoryFramesBase else {
+                let json = Data(try Zstd().decompress(compressed, expectedSize: size, maxSize: 1 << 30))
+                return (try JSONDecoder().decode(FrameList.self, from: json), nil)
+            }
+            let baseJSON = try chunkStore().get(base)
+            let json: Data
+            if manifest.framesDeltaIsOverBaseJSON {
+                guard size <= 1 << 30 else { throw StasisError(.corrupted, "\(url.path) declares \(size) bytes of frame list") }
+                json = Data(try [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
+                    try compressed.withUnsafeBytes { frame in
+                        try baseJSON.withUnsafeBytes { try Zstd().decompress(frame, expectedSize: size, into: UnsafeMutableRawBufferPointer(buffer), prefix: $0) }
+                    }
+                    count = size
+                })
+            } else {
+                json = Data(try Zstd().decompress(compressed, expectedSize: size, maxSize: 1 << 30))
+            }
             let delta = try JSONDecoder().decode(FrameListDelta.self, from: json)
-            let baseList = try readBaseList(base, store: try chunkStore())
+            let baseList = try JSONDecoder().decode(FrameList.self, from: Data(baseJSON))
             return (try delta.applied(to: baseList), baseList)
         } catch {
             throw StasisError((error as? StasisError)?.code == .notFound ? .notFound : .corrupted,
@@ -282,6 +297,9 @@ public struct SnapshotStore: Sendable {
                     throw StasisError(.corrupted, "snapshot \(manifest.id) is damaged: \(Self.describe(error)) of its memory", cause: error)
                 }
             }
+        }
+        if let base = manifest.stateBase, !(try chunkStore().contains(base.hash)) {
+            throw StasisError(.corrupted, "snapshot \(manifest.id) is damaged: the base its device state is a delta over (chunk \(base.hash)) is missing from the chunk store")
         }
         let dir = directory(manifest.id)
         // Files already hashed are skipped while their identity is unchanged (any write changes

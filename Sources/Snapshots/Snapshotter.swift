@@ -62,7 +62,12 @@ public struct Snapshotter: Sendable {
                     nil
                 }
                 try await diskWritten
+                // Device state alone (RAM not in its stream) is kept as a delta over a base state.
+                let stateBase = cut == nil ? nil : try await runBlocking { [snapshots] in
+                    try snapshots.storeDeviceState(capture.state, over: parent?.stateBase)
+                }
                 var manifest = try manifest(id: id, tag: tag, capture: capture, parent: parent)
+                manifest.stateBase = stateBase
                 manifest.diskLevel = placement.level == 0 ? nil : placement.level
                 if leaveRunning { manifest.frozenLayer = capture.frozenDisk.path }
                 if let cut {
@@ -274,8 +279,13 @@ public struct Snapshotter: Sendable {
         } else {
             memory = .inState
         }
+        let state: Machine.RestoredState = if manifest.stateBase == nil {
+            .file(dir.appendingPathComponent(manifest.state.file))
+        } else {
+            .written { [snapshots] stateFile in try await runBlocking { try snapshots.restoreDeviceState(manifest, to: stateFile) } }
+        }
         return Machine.RestoreInput(
-            snapshotID: manifest.id, spec: spec, state: dir.appendingPathComponent(manifest.state.file),
+            snapshotID: manifest.id, spec: spec, state: state,
             memory: memory,
             disk: dir.appendingPathComponent(manifest.disk.file), generation: manifest.generation,
             accelerator: manifest.engine.accelerator, kernel: manifest.kernel)

@@ -299,9 +299,8 @@ extension MachineUnitTests {
 
         @Test(arguments: [true, false])
         func initOnFreeFollowsTheSpec(zeroFreed: Bool) {
-            var record = MachineRecord(id: Self.id, name: "web-1", spec: MachineSpec(image: "debian", zeroFreedMemory: zeroFreed),
+            let record = MachineRecord(id: Self.id, name: "web-1", spec: MachineSpec(image: "debian", zeroFreedMemory: zeroFreed),
                                        autoRemove: false, engine: "qemu")
-            record.spec.cpus = 1
             let boot = BootArtifacts(kernel: URL(fileURLWithPath: "/k/vmlinuz"), initramfs: URL(fileURLWithPath: "/k/initrd.img"),
                                      kernelVersion: "6.1.0", imageDisk: URL(fileURLWithPath: "/i/disk.raw"))
             let line = QEMUCommandLine(record: record, paths: Self.paths, boot: boot,

@@ -121,8 +121,10 @@ struct SnapshotStorageTests {
         try await machine.remove(force: true)
         let store = SnapshotStore(home: home)
         // The chunks the store holds as files of their own (page patches are in packs).
-        let firstChunks = Set(try #require(first.memoryFrames).storeChunks + [first.memoryFramesBase?.hash].compactMap { $0 })
-        let secondChunks = Set(try #require(second.memoryFrames).storeChunks + [second.memoryFramesBase?.hash].compactMap { $0 })
+        // (and the base lists and base device states their deltas are over).
+        let firstChunks = Set(try #require(first.memoryFrames).storeChunks + [first.memoryFramesBase?.hash, first.stateBase?.hash].compactMap { $0 })
+        let secondChunks = Set(try #require(second.memoryFrames).storeChunks + [second.memoryFramesBase?.hash, second.stateBase?.hash].compactMap { $0 })
+        #expect(first.stateBase == nil && second.stateBase != nil, "an import keeps its device state whole; a snapshot over it stores a base")
         #expect(firstChunks.intersection(secondChunks).count * 10 > firstChunks.count * 8)
 
         // Garbage: chunks no manifest lists, as a killed snapshot would leave.
@@ -275,6 +277,9 @@ struct SnapshotStorageTests {
         }
         for round in 1 ..< 5 {
             #expect((taken[round].memoryAddedBytes ?? 0) < 1_700_000, "round \(round + 1): \(taken[round].memoryAddedBytes ?? 0) B of RAM")
+            // Device state (~68 KB, ~13 KB compressed) is a delta of a few hundred bytes over the first's base.
+            #expect(taken[round].stateBase != nil && taken[round].stateBase == taken[0].stateBase, "round \(round + 1): base \(String(describing: taken[round].stateBase))")
+            #expect(taken[round].state.size < 2_000, "round \(round + 1): \(taken[round].state.size) B of device state")
         }
         for (index, snapshot) in taken.enumerated() {
             let back = try await snapshotter.restore(snapshot.id, name: "layers-back")

@@ -42,10 +42,10 @@ extension QEMUEngine: SnapshottingEngine {
             let pausedAt = clock.now
             try await qmp.execute("stop")
             do {
-                // Device state alone (tens of KB) compresses 5:1 in well under a millisecond; a
-                // stream that carries RAM (a fork's private memory) is written as it comes.
-                let writer = ramInFile ? "zstd -q -3 -c" : "cat"
-                try await qmp.execute("migrate", ["uri": "exec:\(writer) > \(shellQuoted(state.path))"])
+                // Written as it comes: device state alone is tens of KB, which the snapshot
+                // store compresses (as a delta) after the pause; a stream that carries RAM (a
+                // fork's private memory) is too big to hold up the pause compressing it.
+                try await qmp.execute("migrate", ["uri": "exec:cat > \(shellQuoted(state.path))"])
                 try await Self.waitForMigration(qmp)
                 if let newDisk {
                     let made = FileManager.default.fileExists(atPath: newDisk.path)

@@ -1,0 +1,82 @@
+import ChunkStore
+import Foundation
+import StasisCore
+
+/// Device state as a delta: consecutive snapshots of a session differ in ~40 bytes of QEMU's
+/// ~68 KB device state, so each stores one zstd frame compressed against a base state kept as a
+/// chunk (~100-300 bytes) instead of the whole stream (~16 KB compressed). The base is always a
+/// whole stream, never another delta, so restoring reads two things however long the session.
+extension SnapshotStore {
+    /// How big a state delta may grow, against its base's stored size, before the state becomes
+    /// a base of its own.
+    static let maxStateDeltaShare = 0.25
+
+    /// The largest device state stream stored as a delta; a bigger one (RAM in the stream) is
+    /// left as it is.
+    static let maxDeltaStateSize = 16 << 20
+
+    /// Rewrites `file`, QEMU's raw device state, as one zstd frame over `parentBase` (the
+    /// parent's base state) while that stays small, else over itself, stored as a new base in
+    /// the chunk store. Returns the base, or nil when the stream is too big to keep as a delta
+    /// (then `file` is left as it is). Callers hold the chunk writers' lock.
+    func storeDeviceState(_ file: URL, over parentBase: ChunkRef?) throws -> ChunkRef? {
+        let size = try FileManager.default.attributesOfItem(atPath: file.path)[.size] as? Int ?? 0
+        guard size > 0, size <= Self.maxDeltaStateSize else { return nil }
+        let raw = [UInt8](try Data(contentsOf: file))
+        guard !Self.isZstd(raw) else { return nil }  // already compressed: not QEMU's raw stream
+        let store = try chunkStore()
+        let zstd = try Zstd()
+        var kept: (ChunkRef, [UInt8])? = nil
+        if let parentBase, let base = try? store.get(parentBase, codec: zstd) {
+            let delta = try raw.withUnsafeBytes { source in try base.withUnsafeBytes { try zstd.compress(source, prefix: $0) } }
+            if Double(delta.count) <= Double(parentBase.storedSize) * Self.maxStateDeltaShare { kept = (parentBase, delta) }
+        }
+        let (base, delta) = try kept ?? {
+            guard let base = try store.put(raw, codec: zstd) else {
+                throw StasisError(.internalError, "a device state of \(raw.count) zero bytes cannot be a base")
+            }
+            try store.sync()
+            // zstd drops a prefix that overlaps the input, so the prefix is a copy.
+            let prefix = raw.withUnsafeBytes { [UInt8]($0) }
+            return (base, try raw.withUnsafeBytes { source in try prefix.withUnsafeBytes { try zstd.compress(source, prefix: $0) } })
+        }()
+        try AtomicFile.write(Data(delta), to: file)
+        return base
+    }
+
+    /// Writes `manifest`'s whole device state stream to `output`: its `state` part put back
+    /// together over its base. Damage (a missing or wrong base, a frame that does not decode
+    /// over it) is `.corrupted`, naming the snapshot.
+    public func restoreDeviceState(_ manifest: SnapshotManifest, to output: URL) throws {
+        guard let base = manifest.stateBase else {
+            throw StasisError(.internalError, "snapshot \(manifest.id) keeps its device state whole, not as a delta")
+        }
+        do {
+            let raw = try deviceState(directory(manifest.id).appendingPathComponent(manifest.state.file), over: base)
+            try Data(raw).write(to: output)
+        } catch {
+            throw StasisError(.corrupted, "snapshot \(manifest.id) is damaged: its device state (\(manifest.state.file) over base \(base.hash)) cannot be read",
+                              cause: error)
+        }
+    }
+
+    /// The whole device state stream that `file` (written by `storeDeviceState`) holds over `base`.
+    func deviceState(_ file: URL, over base: ChunkRef) throws -> [UInt8] {
+        let zstd = try Zstd()
+        let prefix = try chunkStore().get(base, codec: zstd)
+        let delta = [UInt8](try Data(contentsOf: file))
+        guard let size = Zstd.declaredSize(delta), size > 0, size <= Self.maxDeltaStateSize else {
+            throw StasisError(.corrupted, "\(file.lastPathComponent) is not a zstd frame that records its size")
+        }
+        return try delta.withUnsafeBytes { frame in
+            try prefix.withUnsafeBytes { prefix in
+                try [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
+                    try zstd.decompress(frame, expectedSize: size, into: UnsafeMutableRawBufferPointer(buffer), prefix: prefix)
+                    count = size
+                }
+            }
+        }
+    }
+
+    private static func isZstd(_ bytes: [UInt8]) -> Bool { bytes.starts(with: [0x28, 0xb5, 0x2f, 0xfd]) }
+}
