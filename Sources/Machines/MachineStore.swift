@@ -8,9 +8,10 @@ public struct MachineStore: Sendable {
     public let home: StasisHome
     public let engine: any MachineEngine
 
-    public init(home: StasisHome, engine: any MachineEngine = QEMUEngine()) {
+    /// `engine` defaults to QEMU, remembering its version in the home (`QEMUEngine.versionFile`).
+    public init(home: StasisHome, engine: (any MachineEngine)? = nil) {
         self.home = home
-        self.engine = engine
+        self.engine = engine ?? QEMUEngine(versionFile: home.root.appendingPathComponent("qemu-version.json"))
     }
 
     private var lockURL: URL { home.machines.appendingPathComponent(".lock") }

@@ -696,6 +696,22 @@ extension MachineUnitTests {
             try install("2.0")
             #expect(try await engine.version() == "QEMU emulator version 2.0")
             #expect(asked() == 2)
+
+            // With a version file, the next process (here: the in-process memory forgotten)
+            // reads the answer instead of asking, until the binary changes again.
+            let remembered = QEMUEngine(qemuBinary: binary.path, versionFile: dir.appendingPathComponent("qemu-version.json"))
+            #expect(try await remembered.version() == "QEMU emulator version 2.0")
+            #expect(asked() == 2, "known in this process already")
+            QEMUVersionCache.shared.withLock { $0.removeAll() }
+            #expect(try await remembered.version() == "QEMU emulator version 2.0")
+            #expect(asked() == 3, "asked once, then written down")
+            QEMUVersionCache.shared.withLock { $0.removeAll() }
+            #expect(try await remembered.version() == "QEMU emulator version 2.0")
+            #expect(asked() == 3, "read from the version file")
+            try install("3.0")
+            QEMUVersionCache.shared.withLock { $0.removeAll() }
+            #expect(try await remembered.version() == "QEMU emulator version 3.0")
+            #expect(asked() == 4)
         }
     }
 }

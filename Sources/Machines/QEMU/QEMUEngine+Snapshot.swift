@@ -4,16 +4,27 @@ import Synchronization
 
 extension QEMUEngine: SnapshottingEngine {
     /// The first line of `qemu-system-x86_64 --version`. Every snapshot and restore asks, and
-    /// spawning QEMU costs ~20 ms, so the answer is remembered per binary file (its path and
-    /// `FileIdentity`): a long-running `stasis serve` asks QEMU once, and again after an upgrade.
+    /// spawning QEMU costs 20-30 ms, so the answer is remembered per binary file (its path and
+    /// `FileIdentity`, which an upgrade changes): in this process, and in `versionFile` for the
+    /// next CLI command.
     public func version() async throws -> String {
         let path = qemuBinary.contains("/") ? qemuBinary : HostTool.which(qemuBinary) ?? qemuBinary
-        let identity = FileIdentity.of(path).map { "\(path) \($0)" }
-        if let identity, let known = QEMUVersionCache.shared.withLock({ $0[identity] }) { return known }
-        let out = try await HostTool.run(qemuBinary, ["--version"]).standardOutput
-        let version = out.split(separator: "\n").first.map(String.init) ?? "unknown"
-        if let identity { QEMUVersionCache.shared.withLock { $0[identity] = version } }
+        guard let identity = FileIdentity.of(path).map({ "\(path) \($0)" }) else { return try await askVersion() }
+        if let known = QEMUVersionCache.shared.withLock({ $0[identity] }) { return known }
+        if let versionFile, let saved = try? AtomicFile.readJSON([String: String].self, from: versionFile), let known = saved[identity] {
+            QEMUVersionCache.shared.withLock { $0[identity] = known }
+            return known
+        }
+        let version = try await askVersion()
+        QEMUVersionCache.shared.withLock { $0[identity] = version }
+        // Only a cache: a failed write costs the next command one more question.
+        if let versionFile { try? AtomicFile.writeJSON([identity: version], to: versionFile) }
         return version
+    }
+
+    private func askVersion() async throws -> String {
+        let out = try await HostTool.run(qemuBinary, ["--version"]).standardOutput
+        return out.split(separator: "\n").first.map(String.init) ?? "unknown"
     }
 
     public func deviceLayout(_ record: MachineRecord, accelerator: AcceleratorChoice) -> [String] {

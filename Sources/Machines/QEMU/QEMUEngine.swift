@@ -6,9 +6,12 @@ public struct QEMUEngine: MachineEngine {
     public let name = "qemu"
     /// The qemu-system binary.
     public var qemuBinary: String
+    /// Where versions already asked for are remembered across processes (nil: in this one only).
+    public var versionFile: URL?
 
-    public init(qemuBinary: String = "qemu-system-x86_64") {
+    public init(qemuBinary: String = "qemu-system-x86_64", versionFile: URL? = nil) {
         self.qemuBinary = qemuBinary
+        self.versionFile = versionFile
     }
 
     public func checkInstalled(for spec: MachineSpec) throws {
