@@ -100,7 +100,7 @@ public struct ChunkedFile: Sendable {
     /// its page patches over it, each checked against its hash. Returns the frame's length; an
     /// error names the frame and the chunk that failed.
     @discardableResult
-    func load(position: Int, into buffer: UnsafeMutableRawBufferPointer, codec: Zstd) throws -> Int {
+    func load(position: Int, into buffer: UnsafeMutableRawBufferPointer, codec: Zstd, packs: WorkerPacks? = nil) throws -> Int {
         let index = frames.nonZeroFrames[position]
         let ref = try loadChunk(position: position, into: buffer, codec: codec)
         for patch in frames.patches(at: position) {
@@ -114,8 +114,8 @@ public struct ChunkedFile: Sendable {
             do {
                 var packedAt: (Int32, String, Int)? = nil
                 if let location = patch.packed {
-                    let path = try packURL(location.pack).path
-                    packedAt = (try openPacks.descriptor(path), path, location.offset)
+                    let pack = try packs?.file(location.pack) ?? packFile(location.pack)
+                    packedAt = (pack.descriptor, pack.path, location.offset)
                 }
                 if patch.isDelta {
                     // Compressed against the page it replaces, which the frame's chunk just wrote.
@@ -130,6 +130,15 @@ public struct ChunkedFile: Sendable {
         }
         return ref.rawSize
     }
+
+    /// Pack `name`'s path and a descriptor for it from the files shared by every worker.
+    private func packFile(_ name: String) throws -> (descriptor: Int32, path: String) {
+        let path = try packURL(name).path
+        return (try openPacks.descriptor(path), path)
+    }
+
+    /// A worker's own lookup of the packs it uses, in front of the shared files.
+    func workerPacks() -> WorkerPacks { WorkerPacks(open: packFile) }
 
     /// Where pack `name` is: the store's pack, or the list's own file.
     private func packURL(_ name: String) throws -> URL {
@@ -183,12 +192,13 @@ public struct ChunkedFile: Sendable {
         let file = self
         try ParallelWork.run(workers: min(workers, max(batches, 1))) { _, work in
             let codec = try Zstd()
+            let packs = file.workerPacks()
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: frames.frameSize, alignment: 4096)
             defer { buffer.deallocate() }
             while let batch = work.take(below: batches) {
                 let start = batch * ChunkedFile.framesPerBatch
                 for position in start ..< min(start + ChunkedFile.framesPerBatch, positions) {
-                    try file.load(position: position, into: buffer, codec: codec)
+                    try file.load(position: position, into: buffer, codec: codec, packs: packs)
                 }
             }
         }
@@ -213,13 +223,14 @@ public struct ChunkedFile: Sendable {
         let file = self
         try ParallelWork.run(workers: min(workers, max(batches, 1))) { _, work in
             let codec = try Zstd()
+            let packs = file.workerPacks()
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: frames.frameSize, alignment: 4096)
             defer { buffer.deallocate() }
             while let batch = work.take(below: batches) {
                 let start = batch * ChunkedFile.framesPerBatch
                 for position in positions[start ..< min(start + ChunkedFile.framesPerBatch, positions.count)] {
                     let index = frames.nonZeroFrames[position]
-                    let length = try file.load(position: position, into: buffer, codec: codec)
+                    let length = try file.load(position: position, into: buffer, codec: codec, packs: packs)
                     do {
                         try FileIO.write(fd, UnsafeRawBufferPointer(rebasing: buffer[0 ..< length]), at: index * frames.frameSize)
                     } catch {
@@ -246,11 +257,16 @@ public struct ChunkedFile: Sendable {
 final class OpenFiles: Sendable {
     private let files = Mutex<[String: Int32]>([:])
 
-    /// A descriptor for `path`, opened the first time it is asked for.
+    /// A descriptor for `path`, opened the first time it is asked for (outside the lock, so
+    /// workers opening different packs do not wait for each other).
     func descriptor(_ path: String) throws -> Int32 {
-        try files.withLock { open in
-            if let fd = open[path] { return fd }
-            let fd = try FileIO.openForReading(path)
+        if let fd = files.withLock({ $0[path] }) { return fd }
+        let fd = try FileIO.openForReading(path)
+        return files.withLock { open in
+            if let first = open[path] {
+                close(fd)
+                return first
+            }
             open[path] = fd
             return fd
         }
@@ -258,5 +274,24 @@ final class OpenFiles: Sendable {
 
     deinit {
         files.withLock { open in for fd in open.values { close(fd) } }
+    }
+}
+
+/// One worker's packs, by name: after its first use of a pack, a lookup takes no lock and builds
+/// no path (a restore late in a session reads ~1,750 page patches from ~550 packs). The
+/// descriptors belong to the shared `OpenFiles`, which outlives every worker.
+final class WorkerPacks {
+    private var files: [String: (descriptor: Int32, path: String)] = [:]
+    private let open: (String) throws -> (descriptor: Int32, path: String)
+
+    init(open: @escaping (String) throws -> (descriptor: Int32, path: String)) {
+        self.open = open
+    }
+
+    func file(_ name: String) throws -> (descriptor: Int32, path: String) {
+        if let known = files[name] { return known }
+        let opened = try open(name)
+        files[name] = opened
+        return opened
     }
 }
