@@ -1,4 +1,5 @@
 import ArgumentParser
+import StasisCore
 
 /// `stasis-bench`: measurements of Stasis against what it is built on. Each subcommand prints a
 /// table (or JSON with --json) on stdout and its progress on stderr. docs/benchmarks.md records
@@ -22,4 +23,5 @@ struct StasisBench: AsyncParsableCommand {
     }
 }
 
+OpenFileLimit.raiseToHardLimit()
 await StasisBench.start()

@@ -25,6 +25,7 @@ struct StasisMemfs: ParsableCommand {
     @Option(help: "Seconds to wait for the first open before giving up.") var openTimeout: Int = 60
 
     func run() throws {
+        OpenFileLimit.raiseToHardLimit()
         let store = SnapshotStore(home: StasisHome(root: URL(fileURLWithPath: home)))
         // The restore that started this has just verified the snapshot; each frame is checked
         // against its hash as it is read.

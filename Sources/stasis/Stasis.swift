@@ -20,6 +20,21 @@ struct Stasis: AsyncParsableCommand {
             ImageCommand.self, Images.self, Serve.self, SessionCommand.self, Doctor.self,
         ]
     )
+
+    /// ArgumentParser's own entry point, after raising the open-file limit (`OpenFileLimit`).
+    static func main() async {
+        OpenFileLimit.raiseToHardLimit()
+        do {
+            var command = try parseAsRoot()
+            if var command = command as? any AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 /// Options every command shares.

@@ -260,4 +260,22 @@ extension CoreTests {
             #expect(HostTool.which("stasis-fake-tool") == nil, "not in the real PATH")
         }
     }
+
+    @Suite struct OpenFileLimitTests {
+        /// A soft limit below the hard one is raised to it (restores hold one descriptor per pack).
+        @Test func theSoftLimitIsRaisedToTheHardLimit() throws {
+            let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+            var limit = rlimit()
+            try #require(getrlimit(resource, &limit) == 0)
+            let hard = limit.rlim_max
+            if hard > 256 {
+                var lowered = limit
+                lowered.rlim_cur = 256
+                try #require(setrlimit(resource, &lowered) == 0)
+            }
+            #expect(OpenFileLimit.raiseToHardLimit() == UInt64(hard))
+            try #require(getrlimit(resource, &limit) == 0)
+            #expect(limit.rlim_cur == hard)
+        }
+    }
 }
