@@ -45,6 +45,8 @@ public struct SnapshotArchive: Sendable {
         try await HostTool.run("qemu-img", ["convert", "-O", "qcow2", "-B", rootfs.path, "-F", "raw",
                                             source.appendingPathComponent(manifest.disk.file).path, disk.path])
         var exported = manifest
+        // RAM as a plain file and whole device state: format 1's layout, which every stasis reads.
+        exported.format = 1
         exported.parent = nil
         exported.diskBase = rootfs.path
         exported.disk = try SnapshotStore.part(disk)

@@ -101,7 +101,9 @@ extension SnapshotStore {
 
     /// Logical against stored bytes of every snapshot.
     public func usage() throws -> StorageUsage {
-        let manifests = try list().map { try manifest($0.id) }
+        // Listed manifests carry their frame lists' stored bytes: no list is read, so a damaged
+        // one is counted like the others (gc and restore are where it fails).
+        let manifests = try list()
         let store = try chunkStore()
         let chunks = try store.allChunks()
         let packBytes = try store.allPacks().reduce(0) { $0 + $1.size }
@@ -109,11 +111,15 @@ extension SnapshotStore {
                                  chunkStoreBytes: chunks.reduce(0) { $0 + $1.size } + packBytes, chunks: chunks.count,
                                  stateAndDiskBytes: 0, cacheBytes: 0, dedupRatio: 1)
         for manifest in manifests {
-            usage.memoryLogicalBytes += manifest.memoryFrames?.totalSize ?? Int(manifest.memory?.size ?? 0)
+            let inFrames = manifest.memoryFrames != nil || manifest.memoryFramesFile != nil
+            usage.memoryLogicalBytes += manifest.memoryFrames?.totalSize
+                ?? (inFrames ? manifest.spec.memoryMiB << 20 : Int(manifest.memory?.size ?? 0))
             // Page patches packed in an older snapshot's folder are its own, like its state and disk.
-            usage.memoryReferencedBytes += (manifest.memoryFrames?.storedBytes ?? 0) - (manifest.memoryFrames?.ownPackBytes ?? 0)
+            let ownPack = memoryPack(manifest.id)
+            let ownPackBytes = manifest.memoryFrames?.ownPackBytes ?? Self.fileSize(ownPack) ?? 0
+            usage.memoryReferencedBytes += (inFrames ? manifest.memoryStoredBytes : 0) - ownPackBytes
             usage.stateAndDiskBytes += manifest.parts.reduce(0) { $0 + Int($1.allocated) }
-                + (manifest.memoryFrames?.ownPackBytes ?? 0 > 0 ? Self.allocatedBytes(memoryPack(manifest.id)) ?? 0 : 0)
+                + (ownPackBytes > 0 ? Self.allocatedBytes(ownPack) ?? 0 : 0)
             usage.cacheBytes += Self.allocatedBytes(memoryCache(manifest.id)) ?? 0
         }
         if usage.chunkStoreBytes > 0 {
@@ -129,11 +135,22 @@ extension SnapshotStore {
         do { names = try FileManager.default.contentsOfDirectory(atPath: home.snapshots.path) } catch {
             throw StasisError(.ioFailure, "cannot list \(home.snapshots.path), so gc cannot tell which chunks are in use: nothing was removed", cause: error)
         }
+        let bases = BaseLists()
         return try names.filter { !$0.hasPrefix(".") }.map { name in
-            do { return try manifest(name) } catch {
+            let listed: SnapshotManifest
+            do { listed = try manifest(name, frames: false) } catch {
                 throw StasisError(.corrupted, "snapshot \(name) has no readable manifest, so gc cannot tell which chunks it needs: remove its folder \(directory(name).path) or restore its manifest.json, then run gc again", cause: error)
             }
+            do { return try withFrames(listed, bases: bases) } catch {
+                throw StasisError(.corrupted, "the RAM frame list of snapshot \(name) (\(listed.memoryFramesFile?.file ?? SnapshotStore.memoryFramesName) over base \(listed.memoryFramesBase?.hash ?? "none")) cannot be read, so gc cannot tell which chunks it needs and removed nothing: the snapshot cannot be restored; `stasis snapshot rm \(name)` removes it without reading the list, then run gc again", cause: error)
+            }
         }
+    }
+
+    private static func fileSize(_ url: URL) -> Int? {
+        var st = stat()
+        guard stat(url.path, &st) == 0 else { return nil }
+        return Int(st.st_size)
     }
 
     private static func allocatedBytes(_ url: URL) -> Int? {

@@ -205,22 +205,41 @@ public struct SnapshotStore: Sendable {
         return try json.withUnsafeBytes { source in try baseJSON.withUnsafeBytes { try Zstd().compress(source, prefix: $0) } }
     }
 
+    /// A base frame list from the chunk store: its JSON (checked against its hash) and the list.
+    func readBase(_ base: ChunkRef) throws -> (json: [UInt8], list: FrameList) {
+        let json = try chunkStore().get(base)
+        return (json, try JSONDecoder().decode(FrameList.self, from: Data(json)))
+    }
+
+    /// `manifest` (read without its frames) with its frame list, its base taken from `bases`.
+    func withFrames(_ manifest: SnapshotManifest, bases: BaseLists) throws -> SnapshotManifest {
+        guard manifest.memoryFrames == nil, let part = manifest.memoryFramesFile else { return manifest }
+        var whole = manifest
+        whole.memoryFrames = try readFrameList(manifest, part, bases: bases).list
+        return whole
+    }
+
     /// Reads a snapshot's frame list: the delta in its file (whose digest `verify` checks) over
     /// its base list from the store; both check themselves as they decode, and the list put
     /// back together must have the digest the delta recorded. Damage is `.corrupted`, naming
     /// the snapshot.
-    private func readFrameList(_ manifest: SnapshotManifest, _ part: SnapshotManifest.Part) throws -> (list: FrameList, base: FrameList?) {
+    /// `bases`: base lists already read, by hash, for a caller that reads many lists (gc).
+    private func readFrameList(_ manifest: SnapshotManifest, _ part: SnapshotManifest.Part,
+                               bases: BaseLists? = nil) throws -> (list: FrameList, base: FrameList?) {
         let url = directory(manifest.id).appendingPathComponent(part.file)
         do {
             let compressed = [UInt8](try Data(contentsOf: url))
-            guard compressed.count == part.size, let size = Zstd.declaredSize(compressed) else {
-                throw StasisError(.corrupted, "\(url.path) is \(compressed.count) bytes, not the \(part.size) of a zstd frame the manifest lists")
+            guard compressed.count == part.size else {
+                throw StasisError(.corrupted, "\(url.path) is \(compressed.count) bytes; the manifest lists \(part.size)")
+            }
+            guard let size = Zstd.declaredSize(compressed) else {
+                throw StasisError(.corrupted, "\(url.path) is not a zstd frame that records its size")
             }
             guard let base = manifest.memoryFramesBase else {
                 let json = Data(try Zstd().decompress(compressed, expectedSize: size, maxSize: 1 << 30))
                 return (try JSONDecoder().decode(FrameList.self, from: json), nil)
             }
-            let baseJSON = try chunkStore().get(base)
+            let (baseJSON, baseList) = try bases?.base(base, in: self) ?? readBase(base)
             let json: Data
             if manifest.framesDeltaIsOverBaseJSON {
                 guard size <= 1 << 30 else { throw StasisError(.corrupted, "\(url.path) declares \(size) bytes of frame list") }
@@ -234,7 +253,6 @@ public struct SnapshotStore: Sendable {
                 json = Data(try Zstd().decompress(compressed, expectedSize: size, maxSize: 1 << 30))
             }
             let delta = try JSONDecoder().decode(FrameListDelta.self, from: json)
-            let baseList = try JSONDecoder().decode(FrameList.self, from: Data(baseJSON))
             return (try delta.applied(to: baseList), baseList)
         } catch {
             throw StasisError((error as? StasisError)?.code == .notFound ? .notFound : .corrupted,
@@ -414,5 +432,18 @@ public struct SnapshotStore: Sendable {
         try FileManager.default.createDirectory(at: home.tmp, withIntermediateDirectories: true)
         try AtomicFile.rename(directory(id), over: trash)
         try? FileManager.default.removeItem(at: trash)
+    }
+}
+
+/// Base frame lists read once for a caller that reads many lists: a session's snapshots share
+/// one base for dozens of snapshots, so gc decodes each base once, not once per snapshot.
+final class BaseLists {
+    private var read: [String: (json: [UInt8], list: FrameList)] = [:]
+
+    func base(_ ref: ChunkRef, in store: SnapshotStore) throws -> (json: [UInt8], list: FrameList) {
+        if let known = read[ref.hash] { return known }
+        let loaded = try store.readBase(ref)
+        read[ref.hash] = loaded
+        return loaded
     }
 }

@@ -171,6 +171,22 @@ struct SnapshotStorageTests {
         if let pid = await back.record.pid { VMFixture.killAtExit(pid) }
         #expect(try await back.withAgent { agent in try await sh(agent, "cat /root/disk.txt /tmp/ram.txt") }.out == "on-disk\nin-ram\n")
         try await back.remove(force: true)
+
+        // A snapshot over it whose frame list is damaged: gc removes nothing and says how to go
+        // on; df still answers (it reads no list).
+        let third = try await snapshotter.take(try await snapshotter.restore(first.id, name: "gc-third"), tag: "third", leaveRunning: false)
+        let framesFile = store.directory(third.id).appendingPathComponent(SnapshotStore.memoryFramesName)
+        var damaged = try Data(contentsOf: framesFile)
+        damaged[damaged.count / 2] ^= 0x40
+        try damaged.write(to: framesFile)
+        let before = try chunks.allHashes()
+        let refused = try CLI(home: home)("gc")
+        #expect(refused.code != 0 && refused.stderr.contains("stasis snapshot rm \(third.id)"), "\(refused)")
+        #expect(try chunks.allHashes() == before, "a gc that cannot read a list removes nothing")
+        let listed = try CLI(home: home)("df", "--json")
+        let counted = try JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [String: Any]
+        #expect(listed.code == 0 && counted?["snapshots"] as? Int == 2, "\(listed)")
+        try await Machine.open("gc-third", store: MachineStore(home: home)).remove(force: true)
     }
 
     /// Memory the guest freed is zeroed as it is freed (`init_on_free=1`, the default), so a
