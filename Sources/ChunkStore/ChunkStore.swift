@@ -65,10 +65,7 @@ public final class ChunkStore: Sendable {
         // A zero-length file is never a chunk (a zstd frame is at least 9 bytes): it can only be
         // left by a crash on a file system that exposes unwritten files, so it is replaced.
         guard stat(path(of: hash), &st) == 0, st.st_size > 0 else { return nil }
-        let folder = chunksPath + "/" + hash.prefix(2)
-        folders.withLock { state in
-            if state.unsynced.insert(folder).inserted { state.unsynced.insert(chunksPath) }
-        }
+        syncFound(in: chunksPath + "/" + hash.prefix(2))
         return ChunkRef(hash: hash, rawSize: rawSize, storedSize: Int(st.st_size))
     }
 
@@ -98,15 +95,22 @@ public final class ChunkStore: Sendable {
         let path = packsPath + "/" + name
         var st = stat()
         if stat(path, &st) == 0, st.st_size == bytes.count {
-            folders.withLock { state in
-                if state.unsynced.insert(packsPath).inserted { state.unsynced.insert(chunksPath) }
-            }
+            syncFound(in: packsPath)
             return name
         }
         try makeFolder(packsPath)
         try bytes.withUnsafeBytes { try writeDurably($0, to: path) }
         folders.withLock { _ = $0.unsynced.insert(packsPath) }
         return name
+    }
+
+    /// Marks `folder` (a prefix folder or `packs`) for the next `sync()` because a file found
+    /// already stored in it may be another process's, whose entry is not synced yet; with it
+    /// `chunks`, which holds the folder's own entry.
+    private func syncFound(in folder: String) {
+        folders.withLock { state in
+            if state.unsynced.insert(folder).inserted { state.unsynced.insert(chunksPath) }
+        }
     }
 
     /// fsyncs every folder whose entries changed since the last call, once each: a snapshot of

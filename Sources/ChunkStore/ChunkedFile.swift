@@ -20,8 +20,9 @@ public struct ChunkedFile: Sendable {
     /// Non-zero frames one worker takes at a time.
     static let framesPerBatch = 64
 
-    /// Pack files opened for page patches, once each, shared by every worker (a pread needs no
-    /// lock) and by copies of this value; closed with the last of them.
+    /// Pack files opened for page patches, shared by every worker (a pread needs no lock) and by
+    /// copies of this value; at most `OpenFiles.defaultLimit` stay open while unused (a lazily
+    /// restored machine keeps this value for its lifetime), the rest close with the last copy.
     private let openPacks = OpenFiles()
 
     /// The file described by `frames`, its chunks in `store`, its delta chunks against `reference`.
@@ -111,18 +112,20 @@ public struct ChunkedFile: Sendable {
                 page.initializeMemory(as: UInt8.self, repeating: 0)
                 continue
             }
-            do {
-                var packedAt: (Int32, String, Int)? = nil
-                if let location = patch.packed {
-                    let pack = try packs?.file(location.pack) ?? packFile(location.pack)
-                    packedAt = (pack.descriptor, pack.path, location.offset)
-                }
+            func read(packedAt: (Int32, String, Int)?) throws {
                 if patch.isDelta {
                     // Compressed against the page it replaces, which the frame's chunk just wrote.
                     let beneath = [UInt8](UnsafeRawBufferPointer(page))
-                    try beneath.withUnsafeBytes { try store.load(chunk, into: page, codec: codec, prefix: $0, packedAt: packedAt) }
+                    _ = try beneath.withUnsafeBytes { try store.load(chunk, into: page, codec: codec, prefix: $0, packedAt: packedAt) }
                 } else {
                     try store.load(chunk, into: page, codec: codec, packedAt: packedAt)
+                }
+            }
+            do {
+                if let location = patch.packed {
+                    try withPack(location.pack, packs: packs) { try read(packedAt: ($0, $1, location.offset)) }
+                } else {
+                    try read(packedAt: nil)
                 }
             } catch {
                 throw ChunkedFile.frameError(index, chunk, error)
@@ -131,14 +134,20 @@ public struct ChunkedFile: Sendable {
         return ref.rawSize
     }
 
-    /// Pack `name`'s path and a descriptor for it from the files shared by every worker.
-    private func packFile(_ name: String) throws -> (descriptor: Int32, path: String) {
+    /// Runs `body` with a descriptor for pack `name` and its path: the worker's own, or one of
+    /// the shared files, kept open until `body` returns.
+    private func withPack<R>(_ name: String, packs: WorkerPacks?, _ body: (_ descriptor: Int32, _ path: String) throws -> R) throws -> R {
+        if let packs {
+            let pack = try packs.file(name)
+            return try body(pack.descriptor, pack.path)
+        }
         let path = try packURL(name).path
-        return (try openPacks.descriptor(path), path)
+        return try openPacks.withDescriptor(path) { try body($0, path) }
     }
 
-    /// A worker's own lookup of the packs it uses, in front of the shared files.
-    func workerPacks() -> WorkerPacks { WorkerPacks(open: packFile) }
+    /// A worker's own lookup of the packs it uses, in front of the shared files; the packs it
+    /// opened stay open until it goes away.
+    func workerPacks() -> WorkerPacks { WorkerPacks(files: openPacks) { try packURL($0).path } }
 
     /// Where pack `name` is: the store's pack, or the list's own file.
     private func packURL(_ name: String) throws -> URL {
@@ -253,45 +262,134 @@ public struct ChunkedFile: Sendable {
     }
 }
 
-/// Files opened for reading on first use and kept open until this object goes away.
+/// Files opened for reading on first use and shared: a file stays open while anyone uses it
+/// (`acquire` to `release`, or `withDescriptor`) and after, until more than `limit` are open,
+/// when the least recently used unused ones close; the rest close when this object goes away.
+/// A lazily restored machine reads page patches from hundreds of packs over its lifetime.
 final class OpenFiles: Sendable {
-    private let files = Mutex<[String: Int32]>([:])
+    /// Files kept open while unused.
+    static let defaultLimit = 64
 
-    /// A descriptor for `path`, opened the first time it is asked for (outside the lock, so
-    /// workers opening different packs do not wait for each other).
-    func descriptor(_ path: String) throws -> Int32 {
-        if let fd = files.withLock({ $0[path] }) { return fd }
-        let fd = try FileIO.openForReading(path)
-        return files.withLock { open in
-            if let first = open[path] {
-                close(fd)
-                return first
-            }
-            open[path] = fd
-            return fd
+    private struct File {
+        var descriptor: Int32
+        /// Holders between `acquire` and `release`: never closed while there are any.
+        var users: Int
+        /// When it was last acquired, by `State.clock`.
+        var lastUse: UInt64
+    }
+
+    private struct State {
+        var files: [String: File] = [:]
+        /// Files open with no user: the ones `trim` may close.
+        var unused = 0
+        var clock: UInt64 = 0
+
+        /// Takes `path` for one more user, if it is open.
+        mutating func use(_ path: String) -> Int32? {
+            guard var file = files[path] else { return nil }
+            clock += 1
+            if file.users == 0 { unused -= 1 }
+            file.users += 1
+            file.lastUse = clock
+            files[path] = file
+            return file.descriptor
+        }
+
+        /// Adds `path`, just opened as `descriptor`, with one user.
+        mutating func add(_ path: String, _ descriptor: Int32) {
+            clock += 1
+            files[path] = File(descriptor: descriptor, users: 1, lastUse: clock)
+        }
+
+        /// Ends one use of `path`.
+        mutating func release(_ path: String) {
+            guard var file = files[path], file.users > 0 else { return }
+            file.users -= 1
+            if file.users == 0 { unused += 1 }
+            files[path] = file
+        }
+
+        /// Removes the least recently used unused files until at most `limit` are open (or none
+        /// is unused); returns their descriptors, to close.
+        mutating func trim(to limit: Int) -> [Int32] {
+            let excess = min(files.count - limit, unused)
+            guard excess > 0 else { return [] }
+            let oldest = files.filter { $0.value.users == 0 }.sorted { $0.value.lastUse < $1.value.lastUse }.prefix(excess)
+            for (path, _) in oldest { files[path] = nil }
+            unused -= oldest.count
+            return oldest.map(\.value.descriptor)
         }
     }
 
+    private let state = Mutex(State())
+    /// How many files stay open once unused.
+    let limit: Int
+
+    init(limit: Int = OpenFiles.defaultLimit) {
+        self.limit = max(limit, 0)
+    }
+
+    /// A descriptor for `path`, opened the first time it is asked for (outside the lock, so
+    /// workers opening different files do not wait for each other); it stays open until the
+    /// matching `release`.
+    func acquire(_ path: String) throws -> Int32 {
+        if let fd = state.withLock({ $0.use(path) }) { return fd }
+        let fd = try FileIO.openForReading(path)
+        let (descriptor, closing) = state.withLock { state -> (Int32, [Int32]) in
+            if let first = state.use(path) { return (first, [fd]) }
+            state.add(path, fd)
+            return (fd, state.trim(to: limit))
+        }
+        for unused in closing { close(unused) }
+        return descriptor
+    }
+
+    /// Ends one use of each of `paths`, begun by `acquire`.
+    func release(_ paths: some Sequence<String>) {
+        let closing = state.withLock { state -> [Int32] in
+            for path in paths { state.release(path) }
+            return state.trim(to: limit)
+        }
+        for unused in closing { close(unused) }
+    }
+
+    /// Runs `body` with a descriptor for `path`, open until `body` returns.
+    func withDescriptor<R>(_ path: String, _ body: (Int32) throws -> R) throws -> R {
+        let fd = try acquire(path)
+        defer { release(CollectionOfOne(path)) }
+        return try body(fd)
+    }
+
+    /// How many files are open, in use or not.
+    var count: Int { state.withLock { $0.files.count } }
+
     deinit {
-        files.withLock { open in for fd in open.values { close(fd) } }
+        state.withLock { state in for file in state.files.values { close(file.descriptor) } }
     }
 }
 
 /// One worker's packs, by name: after its first use of a pack, a lookup takes no lock and builds
-/// no path (a restore late in a session reads ~1,750 page patches from ~550 packs). The
-/// descriptors belong to the shared `OpenFiles`, which outlives every worker.
+/// no path (a restore late in a session reads ~1,750 page patches from ~550 packs). The worker
+/// holds each of them in the shared `OpenFiles` until it goes away.
 final class WorkerPacks {
-    private var files: [String: (descriptor: Int32, path: String)] = [:]
-    private let open: (String) throws -> (descriptor: Int32, path: String)
+    private var known: [String: (descriptor: Int32, path: String)] = [:]
+    private let files: OpenFiles
+    private let path: (String) throws -> String
 
-    init(open: @escaping (String) throws -> (descriptor: Int32, path: String)) {
-        self.open = open
+    init(files: OpenFiles, path: @escaping (String) throws -> String) {
+        self.files = files
+        self.path = path
     }
 
     func file(_ name: String) throws -> (descriptor: Int32, path: String) {
-        if let known = files[name] { return known }
-        let opened = try open(name)
-        files[name] = opened
-        return opened
+        if let pack = known[name] { return pack }
+        let path = try path(name)
+        let pack = (descriptor: try files.acquire(path), path: path)
+        known[name] = pack
+        return pack
+    }
+
+    deinit {
+        files.release(known.values.map(\.path))
     }
 }

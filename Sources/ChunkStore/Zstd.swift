@@ -72,8 +72,21 @@ public final class Zstd {
 
     /// The content size a frame's header declares, or nil when it declares none or is not a frame.
     public static func declaredSize(_ frame: [UInt8]) -> Int? {
-        let declared = frame.withUnsafeBytes { ZSTD_getFrameContentSize($0.baseAddress, $0.count) }
-        return declared >= UInt64.max - 1 || declared > UInt64(Int.max) ? nil : Int(declared)
+        guard let declared = frame.withUnsafeBytes({ try? contentSize($0) }), declared <= UInt64(Int.max) else { return nil }
+        return Int(declared)
+    }
+
+    /// The content size a frame's header declares; `.corrupted` when `frame` does not start with
+    /// a zstd frame header or the header declares no size.
+    private static func contentSize(_ frame: UnsafeRawBufferPointer) throws -> UInt64 {
+        let declared = ZSTD_getFrameContentSize(frame.baseAddress, frame.count)
+        if declared == UInt64.max - 1 {  // ZSTD_CONTENTSIZE_ERROR
+            throw StasisError(.corrupted, "not a zstd frame (\(frame.count) bytes)")
+        }
+        if declared == UInt64.max {  // ZSTD_CONTENTSIZE_UNKNOWN
+            throw StasisError(.corrupted, "zstd frame does not declare its content size")
+        }
+        return declared
     }
 
     /// Decompresses one frame that must declare exactly `expectedSize` bytes of content and be
@@ -126,13 +139,7 @@ public final class Zstd {
         guard expectedSize <= frame.count / 4 * (128 << 10) + (128 << 10) else {
             throw StasisError(.corrupted, "a zstd frame of \(frame.count) bytes cannot hold \(expectedSize) bytes")
         }
-        let declared = ZSTD_getFrameContentSize(frame.baseAddress, frame.count)
-        if declared == UInt64.max - 1 {  // ZSTD_CONTENTSIZE_ERROR
-            throw StasisError(.corrupted, "not a zstd frame (\(frame.count) bytes)")
-        }
-        if declared == UInt64.max {  // ZSTD_CONTENTSIZE_UNKNOWN
-            throw StasisError(.corrupted, "zstd frame does not declare its content size")
-        }
+        let declared = try contentSize(frame)
         guard declared == UInt64(expectedSize) else {
             throw StasisError(.corrupted, "zstd frame declares \(declared) bytes; expected \(expectedSize)")
         }

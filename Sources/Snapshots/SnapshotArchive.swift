@@ -45,8 +45,9 @@ public struct SnapshotArchive: Sendable {
         try await HostTool.run("qemu-img", ["convert", "-O", "qcow2", "-B", rootfs.path, "-F", "raw",
                                             source.appendingPathComponent(manifest.disk.file).path, disk.path])
         var exported = manifest
-        // RAM as a plain file and whole device state: format 1's layout, which every stasis reads.
-        exported.format = 1
+        // RAM as a plain `memory` file and whole device state, no frame list: the layout format 2
+        // reads (format 1 predates zstd-compressed state, which the state here may be).
+        exported.format = 2
         exported.parent = nil
         exported.diskBase = rootfs.path
         exported.disk = try SnapshotStore.part(disk)

@@ -22,6 +22,10 @@ public struct GarbageCollection: Sendable, Encodable {
 /// What `stasis df` shows: what the snapshots would take as plain files against what they take.
 public struct StorageUsage: Sendable, Encodable {
     public var snapshots: Int
+    /// Snapshots whose RAM frame list cannot be read (damaged, or its base list is missing):
+    /// counted from what their manifests record for listings. They cannot be restored, and gc
+    /// refuses to run until they are removed.
+    public var damagedSnapshots: Int
     /// Guest RAM the snapshots describe, zeros included (their machines' memory sizes).
     public var memoryLogicalBytes: Int
     /// What each snapshot's RAM frames would take stored alone, summed over snapshots.
@@ -99,25 +103,40 @@ extension SnapshotStore {
         return result
     }
 
-    /// Logical against stored bytes of every snapshot.
+    /// Logical against stored bytes of every snapshot. A snapshot whose frame list cannot be
+    /// read is counted from its manifest, as `list` shows it, and in `damagedSnapshots`.
     public func usage() throws -> StorageUsage {
-        // Listed manifests carry their frame lists' stored bytes: no list is read, so a damaged
-        // one is counted like the others (gc and restore are where it fails).
-        let manifests = try list()
+        let bases = BaseLists()
+        var damaged = 0
+        let manifests = try list().map { listed in
+            do { return try withFrames(listed, bases: bases) } catch {
+                damaged += 1
+                return listed
+            }
+        }
         let store = try chunkStore()
         let chunks = try store.allChunks()
         let packBytes = try store.allPacks().reduce(0) { $0 + $1.size }
-        var usage = StorageUsage(snapshots: manifests.count, memoryLogicalBytes: 0, memoryReferencedBytes: 0,
+        var usage = StorageUsage(snapshots: manifests.count, damagedSnapshots: damaged, memoryLogicalBytes: 0, memoryReferencedBytes: 0,
                                  chunkStoreBytes: chunks.reduce(0) { $0 + $1.size } + packBytes, chunks: chunks.count,
                                  stateAndDiskBytes: 0, cacheBytes: 0, dedupRatio: 1)
         for manifest in manifests {
-            let inFrames = manifest.memoryFrames != nil || manifest.memoryFramesFile != nil
-            usage.memoryLogicalBytes += manifest.memoryFrames?.totalSize
-                ?? (inFrames ? manifest.spec.memoryMiB << 20 : Int(manifest.memory?.size ?? 0))
             // Page patches packed in an older snapshot's folder are its own, like its state and disk.
             let ownPack = memoryPack(manifest.id)
-            let ownPackBytes = manifest.memoryFrames?.ownPackBytes ?? Self.fileSize(ownPack) ?? 0
-            usage.memoryReferencedBytes += (inFrames ? manifest.memoryStoredBytes : 0) - ownPackBytes
+            let ownPackBytes: Int
+            if let frames = manifest.memoryFrames {
+                ownPackBytes = frames.ownPackBytes
+                usage.memoryLogicalBytes += frames.totalSize
+                usage.memoryReferencedBytes += frames.storedBytes - ownPackBytes
+            } else if manifest.memoryFramesFile != nil {
+                // A frame list that cannot be read: the sizes its manifest records instead.
+                ownPackBytes = Self.fileSize(ownPack) ?? 0
+                usage.memoryLogicalBytes += manifest.spec.memoryMiB << 20
+                usage.memoryReferencedBytes += (manifest.memoryFramesStoredBytes ?? 0) - ownPackBytes
+            } else {
+                ownPackBytes = 0
+                usage.memoryLogicalBytes += Int(manifest.memory?.size ?? 0)
+            }
             usage.stateAndDiskBytes += manifest.parts.reduce(0) { $0 + Int($1.allocated) }
                 + (ownPackBytes > 0 ? Self.allocatedBytes(ownPack) ?? 0 : 0)
             usage.cacheBytes += Self.allocatedBytes(memoryCache(manifest.id)) ?? 0
@@ -135,14 +154,21 @@ extension SnapshotStore {
         do { names = try FileManager.default.contentsOfDirectory(atPath: home.snapshots.path) } catch {
             throw StasisError(.ioFailure, "cannot list \(home.snapshots.path), so gc cannot tell which chunks are in use: nothing was removed", cause: error)
         }
+        // Snapshots of a session share a base list: each is read and decoded once.
         let bases = BaseLists()
+        let chunks = try chunkStore()
         return try names.filter { !$0.hasPrefix(".") }.map { name in
             let listed: SnapshotManifest
             do { listed = try manifest(name, frames: false) } catch {
                 throw StasisError(.corrupted, "snapshot \(name) has no readable manifest, so gc cannot tell which chunks it needs: remove its folder \(directory(name).path) or restore its manifest.json, then run gc again", cause: error)
             }
             do { return try withFrames(listed, bases: bases) } catch {
-                throw StasisError(.corrupted, "the RAM frame list of snapshot \(name) (\(listed.memoryFramesFile?.file ?? SnapshotStore.memoryFramesName) over base \(listed.memoryFramesBase?.hash ?? "none")) cannot be read, so gc cannot tell which chunks it needs and removed nothing: the snapshot cannot be restored; `stasis snapshot rm \(name)` removes it without reading the list, then run gc again", cause: error)
+                let what = if let base = listed.memoryFramesBase, !chunks.contains(base.hash) {
+                    "the base frame list of snapshot \(name)'s RAM (chunk \(base.hash)) is missing from the chunk store"
+                } else {
+                    "the RAM frame list of snapshot \(name) (\(directory(name).appendingPathComponent(listed.memoryFramesFile?.file ?? Self.memoryFramesName).path)) cannot be read"
+                }
+                throw StasisError(.corrupted, "\(what), so gc cannot tell which chunks the snapshot needs and removed nothing. The snapshot cannot be restored: `stasis snapshot rm \(name)` drops it (without reading its frame list), then run gc again", cause: error)
             }
         }
     }

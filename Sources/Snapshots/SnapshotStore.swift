@@ -233,7 +233,7 @@ public struct SnapshotStore: Sendable {
                 throw StasisError(.corrupted, "\(url.path) is \(compressed.count) bytes; the manifest lists \(part.size)")
             }
             guard let size = Zstd.declaredSize(compressed) else {
-                throw StasisError(.corrupted, "\(url.path) is not a zstd frame that records its size")
+                throw StasisError(.corrupted, "\(url.path) is damaged: the frame list's zstd frame does not record its size")
             }
             guard let base = manifest.memoryFramesBase else {
                 let json = Data(try Zstd().decompress(compressed, expectedSize: size, maxSize: 1 << 30))

@@ -144,4 +144,37 @@ import Testing
         let ref = try #require(try store.put(frame))
         #expect(try store.get(ref) == frame)
     }
+
+    /// Shared pack files stay open while used and, once unused, only up to the limit: the least
+    /// recently used close first, one in use never.
+    @Test func openFilesKeepAtMostTheLimitOpenWhileUnused() throws {
+        let dir = try makeTemporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let paths = try (0 ..< 12).map { index in
+            let url = dir.appendingPathComponent("file-\(index)")
+            try Data([UInt8(index)]).write(to: url)
+            return url.path
+        }
+        func byte(_ fd: Int32) -> UInt8? {
+            var value: UInt8 = 0
+            return pread(fd, &value, 1, 0) == 1 ? value : nil
+        }
+        let files = OpenFiles(limit: 4)
+        let held = try files.acquire(paths[0])
+        for (index, path) in paths.enumerated().dropFirst() {
+            #expect(try files.withDescriptor(path) { byte($0) } == UInt8(index))
+            #expect(files.count <= 5)
+        }
+        #expect(byte(held) == 0, "a file in use stays open past the limit")
+        // The most recently used stay open: the same descriptor again.
+        let recent = try files.withDescriptor(paths[11]) { $0 }
+        #expect(try files.withDescriptor(paths[11]) { $0 } == recent)
+        files.release([paths[0]])
+        #expect(files.count == 4)
+        // Many in use at once (a restore's workers) are all open, then trimmed when released.
+        let all = try paths.map { try files.acquire($0) }
+        #expect(files.count == paths.count && zip(all, paths.indices).allSatisfy { byte($0) == UInt8($1) })
+        files.release(paths)
+        #expect(files.count == 4)
+    }
 }

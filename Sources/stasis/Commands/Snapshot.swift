@@ -188,8 +188,11 @@ struct DF: AsyncParsableCommand {
         try await reportingErrors {
             let usage = try SnapshotStore(home: global.home).usage()
             if global.json { return try printJSON(usage) }
+            let damaged: [[String]] = usage.damagedSnapshots == 0 ? []
+                : [["damaged snapshots", "\(usage.damagedSnapshots)", "frame list unreadable: counted from manifests; `stasis gc` names them"]]
             print(table(["WHAT", "BYTES", "NOTE"], [
                 ["snapshots", "\(usage.snapshots)", ""],
+            ] + damaged + [
                 ["guest RAM described", bytes(UInt64(usage.memoryLogicalBytes)), "zeros included"],
                 ["RAM frames, per snapshot", bytes(UInt64(usage.memoryReferencedBytes)), "each snapshot's frames counted alone"],
                 ["RAM frames, stored", bytes(UInt64(usage.chunkStoreBytes)), "\(usage.chunks) chunks, dedup \(String(format: "%.1fx", usage.dedupRatio))"],
