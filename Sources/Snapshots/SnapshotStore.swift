@@ -144,7 +144,7 @@ public struct SnapshotStore: Sendable {
             let store = try chunkStore()
             var kept: (ChunkRef, [UInt8])? = nil
             if let base = parent?.manifest.memoryFramesBase, let baseJSON = try? store.get(base),
-               let baseList = try parent?.base ?? (try? JSONDecoder().decode(FrameList.self, from: Data(baseJSON))),
+               let baseList = parent?.base ?? (try? JSONDecoder().decode(FrameList.self, from: Data(baseJSON))),
                let delta = try FrameListDelta(frames, over: baseList) {
                 let encoded = try Self.encode(delta, over: baseJSON)
                 if Double(encoded.count) <= Double(base.storedSize) * Self.maxFramesDeltaShare { kept = (base, encoded) }
