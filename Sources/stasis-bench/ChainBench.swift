@@ -33,6 +33,8 @@ struct ChainBench: AsyncParsableCommand {
     @Option(help: "Every this many snapshots, suspend (stop-mode snapshot) and restore, as an idle session does.")
     var suspendEvery = 10
     @Flag(inversion: .prefixedNo, help: "Boot the guest with init_on_free=1, as `stasis run` does by default.") var zeroFreedMemory = true
+    @Flag(help: "After each write, sync the file and drop its pages from the guest's page cache (GNU dd iflag=nocache): what the store would gain if turn snapshots did that for the files a turn wrote.")
+    var dropWrittenCache = false
     @Flag(help: "Print JSON on stdout (the table goes to stderr).") var json = false
 
     func validate() throws {
@@ -104,7 +106,7 @@ struct ChainBench: AsyncParsableCommand {
 
     func run() async throws {
         let memoryMiB = try MachineSpec.parseMemory(memory)
-        let command = "stasis-bench chain --snapshots \(snapshots) --image \(image) --memory \(memory) --change-bytes \(changeBytes) --restores \(restores) --suspend-every \(suspendEvery)" + (zeroFreedMemory ? "" : " --no-zero-freed-memory")
+        let command = "stasis-bench chain --snapshots \(snapshots) --image \(image) --memory \(memory) --change-bytes \(changeBytes) --restores \(restores) --suspend-every \(suspendEvery)" + (zeroFreedMemory ? "" : " --no-zero-freed-memory") + (dropWrittenCache ? " --drop-written-cache" : "")
         try await BenchRun.main(json: json, quietTimeout: 60) { run, _ in
             try await measure(run, memoryMiB: memoryMiB, command: command)
         }
@@ -126,7 +128,9 @@ struct ChainBench: AsyncParsableCommand {
         var takeMs: [Double] = []
         for i in 1 ... snapshots {
             let status = try await machine.withAgent(timeout: .seconds(60)) { agent in
-                try await agent.run(ExecRequest(argv: ["sh", "-c", "head -c \(changeBytes) /dev/urandom > /root/change-\(i)"])).status.shellCode
+                let file = "/root/change-\(i)"
+                let drop = dropWrittenCache ? " && sync \(file) && dd if=\(file) iflag=nocache count=0 status=none" : ""
+                return try await agent.run(ExecRequest(argv: ["sh", "-c", "head -c \(changeBytes) /dev/urandom > \(file)\(drop)"])).status.shellCode
             }
             guard status == 0 else { throw StasisError(.guestFailure, "writing change \(i) exited \(status)") }
             let start = clock.now
