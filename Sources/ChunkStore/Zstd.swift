@@ -65,9 +65,13 @@ public final class Zstd {
         }
     }
 
-    /// Compresses an array of bytes; see `compress(_:level:)`.
-    public func compress(_ source: [UInt8], level: Int = Zstd.defaultLevel) throws -> [UInt8] {
-        try source.withUnsafeBytes { try compress($0, level: level) }
+    /// Compresses an array of bytes; see `compress(_:level:prefix:)`. A prefix that is the
+    /// source itself is copied first: zstd ignores a prefix that overlaps its input.
+    public func compress(_ source: [UInt8], level: Int = Zstd.defaultLevel, prefix: [UInt8]? = nil) throws -> [UInt8] {
+        guard let prefix else { return try source.withUnsafeBytes { try compress($0, level: level) } }
+        let separate = source.withUnsafeBytes { source in prefix.withUnsafeBytes { $0.baseAddress == source.baseAddress } }
+            ? prefix.withUnsafeBytes { [UInt8]($0) } : prefix
+        return try source.withUnsafeBytes { source in try separate.withUnsafeBytes { try compress(source, level: level, prefix: $0) } }
     }
 
     /// The content size a frame's header declares, or nil when it declares none or is not a frame.
@@ -100,9 +104,22 @@ public final class Zstd {
         }
     }
 
-    /// Decompresses an array of bytes; see `decompress(_:expectedSize:maxSize:)`.
-    public func decompress(_ frame: [UInt8], expectedSize: Int, maxSize: Int = Zstd.defaultMaxContentSize) throws -> [UInt8] {
-        try frame.withUnsafeBytes { try decompress($0, expectedSize: expectedSize, maxSize: maxSize) }
+    /// Decompresses an array of bytes; see `decompress(_:expectedSize:maxSize:)`; `prefix` as it
+    /// was given to `compress`.
+    public func decompress(_ frame: [UInt8], expectedSize: Int, maxSize: Int = Zstd.defaultMaxContentSize,
+                           prefix: [UInt8]? = nil) throws -> [UInt8] {
+        try frame.withUnsafeBytes { frame in
+            guard let prefix else { return try decompress(frame, expectedSize: expectedSize, maxSize: maxSize) }
+            // Checked before the allocation, as without a prefix.
+            try Zstd.checkHeader(frame, expectedSize: expectedSize, maxSize: maxSize)
+            return try prefix.withUnsafeBytes { prefix in
+                try [UInt8](unsafeUninitializedCapacity: expectedSize) { buffer, count in
+                    count = 0
+                    try decompress(frame, expectedSize: expectedSize, into: UnsafeMutableRawBufferPointer(buffer), prefix: prefix)
+                    count = expectedSize
+                }
+            }
+        }
     }
 
     /// Decompresses one frame into the first `expectedSize` bytes of `destination`, with the

@@ -28,7 +28,7 @@ extension SnapshotStore {
         let zstd = try Zstd()
         var kept: (ChunkRef, [UInt8])? = nil
         if let parentBase, let base = try? store.get(parentBase, codec: zstd) {
-            let delta = try raw.withUnsafeBytes { source in try base.withUnsafeBytes { try zstd.compress(source, prefix: $0) } }
+            let delta = try zstd.compress(raw, prefix: base)
             if Double(delta.count) <= Double(parentBase.storedSize) * Self.maxStateDeltaShare { kept = (parentBase, delta) }
         }
         let (base, delta) = try kept ?? {
@@ -36,9 +36,7 @@ extension SnapshotStore {
                 throw StasisError(.internalError, "a device state of \(raw.count) zero bytes cannot be a base")
             }
             try store.sync()
-            // zstd drops a prefix that overlaps the input, so the prefix is a copy.
-            let prefix = raw.withUnsafeBytes { [UInt8]($0) }
-            return (base, try raw.withUnsafeBytes { source in try prefix.withUnsafeBytes { try zstd.compress(source, prefix: $0) } })
+            return (base, try zstd.compress(raw, prefix: raw))
         }()
         try AtomicFile.write(Data(delta), to: file)
         return base
@@ -68,14 +66,7 @@ extension SnapshotStore {
         guard let size = Zstd.declaredSize(delta), size > 0, size <= Self.maxDeltaStateSize else {
             throw StasisError(.corrupted, "\(file.lastPathComponent) is not a zstd frame that records its size")
         }
-        return try delta.withUnsafeBytes { frame in
-            try prefix.withUnsafeBytes { prefix in
-                try [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
-                    try zstd.decompress(frame, expectedSize: size, into: UnsafeMutableRawBufferPointer(buffer), prefix: prefix)
-                    count = size
-                }
-            }
-        }
+        return try zstd.decompress(delta, expectedSize: size, maxSize: Self.maxDeltaStateSize, prefix: prefix)
     }
 
     private static func isZstd(_ bytes: [UInt8]) -> Bool { bytes.starts(with: [0x28, 0xb5, 0x2f, 0xfd]) }

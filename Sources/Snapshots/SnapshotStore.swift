@@ -201,8 +201,7 @@ public struct SnapshotStore: Sendable {
     /// compressed against the base list's JSON, so the chunk names it shares with the base (the
     /// chunk under every repatched frame, patches kept) cost a few bytes each, not 32.
     private static func encode(_ delta: FrameListDelta, over baseJSON: [UInt8]) throws -> [UInt8] {
-        let json = Array(try JSONEncoder().encode(delta))
-        return try json.withUnsafeBytes { source in try baseJSON.withUnsafeBytes { try Zstd().compress(source, prefix: $0) } }
+        try Zstd().compress(Array(try JSONEncoder().encode(delta)), prefix: baseJSON)
     }
 
     /// A base frame list from the chunk store: its JSON (checked against its hash) and the list.
@@ -240,18 +239,8 @@ public struct SnapshotStore: Sendable {
                 return (try JSONDecoder().decode(FrameList.self, from: json), nil)
             }
             let (baseJSON, baseList) = try bases?.base(base, in: self) ?? readBase(base)
-            let json: Data
-            if manifest.framesDeltaIsOverBaseJSON {
-                guard size <= 1 << 30 else { throw StasisError(.corrupted, "\(url.path) declares \(size) bytes of frame list") }
-                json = Data(try [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
-                    try compressed.withUnsafeBytes { frame in
-                        try baseJSON.withUnsafeBytes { try Zstd().decompress(frame, expectedSize: size, into: UnsafeMutableRawBufferPointer(buffer), prefix: $0) }
-                    }
-                    count = size
-                })
-            } else {
-                json = Data(try Zstd().decompress(compressed, expectedSize: size, maxSize: 1 << 30))
-            }
+            let json = Data(try Zstd().decompress(compressed, expectedSize: size, maxSize: 1 << 30,
+                                                  prefix: manifest.framesDeltaIsOverBaseJSON ? baseJSON : nil))
             let delta = try JSONDecoder().decode(FrameListDelta.self, from: json)
             return (try delta.applied(to: baseList), baseList)
         } catch {

@@ -86,4 +86,16 @@ import Testing
             #expect(input.withUnsafeBytes(XXH64.checksum32) == stored, "size \(size)")
         }
     }
+
+    /// A prefix that is the input itself is copied, not ignored (zstd drops a prefix that overlaps
+    /// its input): the input then costs a few bytes; and only the same prefix decodes it.
+    @Test func anArrayCompressedOverItselfCostsAFewBytes() throws {
+        var rng = SeededGenerator(seed: 7)
+        let bytes = (0 ..< 68_000).map { _ in UInt8.random(in: 0 ... 255, using: &rng) }
+        let zstd = try Zstd()
+        let frame = try zstd.compress(bytes, prefix: bytes)
+        #expect(frame.count < 100, "\(frame.count) bytes")
+        #expect(try zstd.decompress(frame, expectedSize: bytes.count, prefix: bytes) == bytes)
+        #expect(throws: StasisError.self) { try zstd.decompress(frame, expectedSize: bytes.count, prefix: Array(bytes.reversed())) }
+    }
 }

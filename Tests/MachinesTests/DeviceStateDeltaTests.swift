@@ -18,19 +18,28 @@ struct DeviceStateDeltaTests {
         }
     }
 
-    static func temporaryStore() throws -> (SnapshotStore, URL) {
+    /// A snapshot store in a fresh folder, and state files written into it.
+    struct Scratch {
         let root = URL(fileURLWithPath: "/tmp/stasis-state-test-\(UInt64.random(in: 0 ... .max))")
-        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-        return (SnapshotStore(home: StasisHome(root: root)), root)
+        var store: SnapshotStore { SnapshotStore(home: StasisHome(root: root)) }
+
+        init() throws { try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true) }
+
+        func file(_ name: String, _ bytes: [UInt8]) throws -> URL {
+            let url = root.appendingPathComponent(name)
+            try Data(bytes).write(to: url)
+            return url
+        }
+
+        func remove() { try? FileManager.default.removeItem(at: root) }
     }
 
     @Test func aStateThatChangedLittleCostsBytesOverItsParentsBase() throws {
-        let (store, root) = try Self.temporaryStore()
-        defer { try? FileManager.default.removeItem(at: root) }
-        let first = root.appendingPathComponent("first")
-        let second = root.appendingPathComponent("second")
-        try Data(Self.stream(seed: 1)).write(to: first)
-        try Data(Self.stream(seed: 2)).write(to: second)
+        let scratch = try Scratch()
+        defer { scratch.remove() }
+        let store = scratch.store
+        let first = try scratch.file("first", Self.stream(seed: 1))
+        let second = try scratch.file("second", Self.stream(seed: 2))
 
         let base = try #require(try store.storeDeviceState(first, over: nil), "a first state becomes a base")
         #expect(try store.chunkStore().contains(base.hash))
@@ -46,14 +55,13 @@ struct DeviceStateDeltaTests {
     }
 
     @Test func aStateUnlikeItsParentsBaseBecomesABase() throws {
-        let (store, root) = try Self.temporaryStore()
-        defer { try? FileManager.default.removeItem(at: root) }
-        let first = root.appendingPathComponent("first")
-        let other = root.appendingPathComponent("other")
-        try Data(Self.stream(seed: 1)).write(to: first)
+        let scratch = try Scratch()
+        defer { scratch.remove() }
+        let store = scratch.store
+        let first = try scratch.file("first", Self.stream(seed: 1))
         var rng = SystemRandomNumberGenerator()
         let noise = (0 ..< 68_000).map { _ in UInt8.random(in: 0 ... 255, using: &rng) }
-        try Data(noise).write(to: other)
+        let other = try scratch.file("other", noise)
         let base = try #require(try store.storeDeviceState(first, over: nil))
         let newBase = try #require(try store.storeDeviceState(other, over: base))
         #expect(newBase != base)
@@ -61,12 +69,11 @@ struct DeviceStateDeltaTests {
     }
 
     @Test func aWrongOrMissingBaseFailsAndNeverGivesAWrongState() throws {
-        let (store, root) = try Self.temporaryStore()
-        defer { try? FileManager.default.removeItem(at: root) }
-        let first = root.appendingPathComponent("first")
-        let second = root.appendingPathComponent("second")
-        try Data(Self.stream(seed: 1)).write(to: first)
-        try Data(Self.stream(seed: 9, size: 50_000)).write(to: second)
+        let scratch = try Scratch()
+        defer { scratch.remove() }
+        let store = scratch.store
+        let first = try scratch.file("first", Self.stream(seed: 1))
+        let second = try scratch.file("second", Self.stream(seed: 9, size: 50_000))
         let base = try #require(try store.storeDeviceState(first, over: nil))
         let otherBase = try #require(try store.storeDeviceState(second, over: nil))
         #expect(otherBase != base)
@@ -78,11 +85,11 @@ struct DeviceStateDeltaTests {
     }
 
     @Test func aCompressedOrOversizedStreamIsLeftAsItIs() throws {
-        let (store, root) = try Self.temporaryStore()
-        defer { try? FileManager.default.removeItem(at: root) }
-        let compressed = root.appendingPathComponent("compressed")
+        let scratch = try Scratch()
+        defer { scratch.remove() }
+        let store = scratch.store
         let bytes = try Zstd().compress(Self.stream(seed: 3))
-        try Data(bytes).write(to: compressed)
+        let compressed = try scratch.file("compressed", bytes)
         #expect(try store.storeDeviceState(compressed, over: nil) == nil)
         #expect(try Data(contentsOf: compressed) == Data(bytes))
     }
