@@ -105,7 +105,7 @@ public struct SnapshotStore: Sendable {
     /// Makes a staged snapshot real: fsync every part, write the manifest, rename the folder.
     /// Returns the manifest as written (with `memoryFramesFile`).
     @discardableResult
-    func commit(_ manifest: SnapshotManifest, staged: URL, parent: (manifest: SnapshotManifest, base: FrameList?)? = nil) throws -> SnapshotManifest {
+    func commit(_ manifest: SnapshotManifest, staged: URL, parent: (manifest: SnapshotManifest, base: BaseList?)? = nil) throws -> SnapshotManifest {
         for part in manifest.parts { try AtomicFile.syncFile(staged.appendingPathComponent(part.file)) }
         let written = try writeManifest(manifest, in: staged, parent: parent)
         try AtomicFile.rename(staged, over: directory(manifest.id))
@@ -134,19 +134,18 @@ public struct SnapshotStore: Sendable {
 
     /// Writes `manifest.json` into `folder` (fsynced, atomically), its RAM frame list first into a
     /// file of its own beside it (`memoryFramesFile`): a delta over `parent`'s base list while
-    /// that stores in at most half the base's bytes, else over itself, stored as a new base in
-    /// the chunk store (`parent.base`: its base list, when the caller has it decoded). Returns the
-    /// manifest as written, with its frames. Callers hold the chunk writers' lock.
+    /// that stores in at most `maxFramesDeltaShare` of the base's bytes, else over itself, stored
+    /// as a new base in the chunk store (`parent.base`: its base list, when the caller has read
+    /// it). Returns the manifest as written, with its frames. Callers hold the chunk writers' lock.
     func writeManifest(_ manifest: SnapshotManifest, in folder: URL,
-                       parent: (manifest: SnapshotManifest, base: FrameList?)? = nil) throws -> SnapshotManifest {
+                       parent: (manifest: SnapshotManifest, base: BaseList?)? = nil) throws -> SnapshotManifest {
         var stored = manifest
         if let frames = manifest.memoryFrames {
             let store = try chunkStore()
             var kept: (ChunkRef, [UInt8])? = nil
-            if let base = parent?.manifest.memoryFramesBase, let baseJSON = try? store.get(base),
-               let baseList = parent?.base ?? (try? JSONDecoder().decode(FrameList.self, from: Data(baseJSON))),
-               let delta = try FrameListDelta(frames, over: baseList) {
-                let encoded = try Self.encode(delta, over: baseJSON)
+            if let base = parent?.manifest.memoryFramesBase, let baseList = parent?.base ?? (try? readBase(base)),
+               let delta = try FrameListDelta(frames, over: baseList.list) {
+                let encoded = try Self.encode(delta, over: baseList.json)
                 if Double(encoded.count) <= Double(base.storedSize) * Self.maxFramesDeltaShare { kept = (base, encoded) }
             }
             let (base, encoded) = try kept ?? newBase(frames, store: store)
@@ -170,7 +169,7 @@ public struct SnapshotStore: Sendable {
 
     /// `manifest(id)`, with the base list its frame list was put together over (nil for a
     /// format 2 list, or without `frames`): a snapshot of the same machine starts from it.
-    func manifestAndBase(_ id: String, frames: Bool = true) throws -> (manifest: SnapshotManifest, base: FrameList?) {
+    func manifestAndBase(_ id: String, frames: Bool = true) throws -> (manifest: SnapshotManifest, base: BaseList?) {
         let url = directory(id).appendingPathComponent("manifest.json")
         guard FileManager.default.fileExists(atPath: url.path) else {
             throw StasisError(.notFound, "no snapshot '\(id)': `stasis snapshots` lists them")
@@ -179,7 +178,7 @@ public struct SnapshotStore: Sendable {
         guard SnapshotManifest.readableFormats.contains(manifest.format) else {
             throw StasisError(.unsupported, "snapshot \(id) has format \(manifest.format); this stasis reads formats \(SnapshotManifest.readableFormats.lowerBound) to \(SnapshotManifest.readableFormats.upperBound)")
         }
-        var base: FrameList? = nil
+        var base: BaseList? = nil
         if frames, manifest.memoryFrames == nil, let part = manifest.memoryFramesFile {
             (manifest.memoryFrames, base) = try readFrameList(manifest, part)
         }
@@ -204,10 +203,10 @@ public struct SnapshotStore: Sendable {
         try Zstd().compress(Array(try JSONEncoder().encode(delta)), prefix: baseJSON)
     }
 
-    /// A base frame list from the chunk store: its JSON (checked against its hash) and the list.
-    func readBase(_ base: ChunkRef) throws -> (json: [UInt8], list: FrameList) {
+    /// A base frame list from the chunk store, checked against its hash and as it decodes.
+    func readBase(_ base: ChunkRef) throws -> BaseList {
         let json = try chunkStore().get(base)
-        return (json, try JSONDecoder().decode(FrameList.self, from: Data(json)))
+        return BaseList(json: json, list: try JSONDecoder().decode(FrameList.self, from: Data(json)))
     }
 
     /// `manifest` (read without its frames) with its frame list, its base taken from `bases`.
@@ -224,7 +223,7 @@ public struct SnapshotStore: Sendable {
     /// the snapshot.
     /// `bases`: base lists already read, by hash, for a caller that reads many lists (gc).
     private func readFrameList(_ manifest: SnapshotManifest, _ part: SnapshotManifest.Part,
-                               bases: BaseLists? = nil) throws -> (list: FrameList, base: FrameList?) {
+                               bases: BaseLists? = nil) throws -> (list: FrameList, base: BaseList?) {
         let url = directory(manifest.id).appendingPathComponent(part.file)
         do {
             let compressed = [UInt8](try Data(contentsOf: url))
@@ -238,11 +237,11 @@ public struct SnapshotStore: Sendable {
                 let json = Data(try Zstd().decompress(compressed, expectedSize: size, maxSize: 1 << 30))
                 return (try JSONDecoder().decode(FrameList.self, from: json), nil)
             }
-            let (baseJSON, baseList) = try bases?.base(base, in: self) ?? readBase(base)
+            let baseList = try bases?.base(base, in: self) ?? readBase(base)
             let json = Data(try Zstd().decompress(compressed, expectedSize: size, maxSize: 1 << 30,
-                                                  prefix: manifest.framesDeltaIsOverBaseJSON ? baseJSON : nil))
+                                                  prefix: manifest.framesDeltaIsOverBaseJSON ? baseList.json : nil))
             let delta = try JSONDecoder().decode(FrameListDelta.self, from: json)
-            return (try delta.applied(to: baseList), baseList)
+            return (try delta.applied(to: baseList.list), baseList)
         } catch {
             throw StasisError((error as? StasisError)?.code == .notFound ? .notFound : .corrupted,
                               "snapshot \(manifest.id) is damaged: its RAM frame list (\(part.file) over base \(manifest.memoryFramesBase?.hash ?? "none")) cannot be read", cause: error)
@@ -424,12 +423,19 @@ public struct SnapshotStore: Sendable {
     }
 }
 
+/// A base frame list as read from the chunk store: its JSON, which deltas over it are compressed
+/// against, and the list itself.
+struct BaseList: Sendable {
+    let json: [UInt8]
+    let list: FrameList
+}
+
 /// Base frame lists read once for a caller that reads many lists: a session's snapshots share
 /// one base for dozens of snapshots, so gc decodes each base once, not once per snapshot.
 final class BaseLists {
-    private var read: [String: (json: [UInt8], list: FrameList)] = [:]
+    private var read: [String: BaseList] = [:]
 
-    func base(_ ref: ChunkRef, in store: SnapshotStore) throws -> (json: [UInt8], list: FrameList) {
+    func base(_ ref: ChunkRef, in store: SnapshotStore) throws -> BaseList {
         if let known = read[ref.hash] { return known }
         let loaded = try store.readBase(ref)
         read[ref.hash] = loaded

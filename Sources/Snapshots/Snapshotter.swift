@@ -98,7 +98,7 @@ public struct Snapshotter: Sendable {
     /// The newest snapshot of this machine, else the one it was restored from, with the base
     /// list its frame list is a delta over: read once, for the manifest's `parent`, as the base
     /// RAM frames are patched over, and as the base the new frame list is a delta over.
-    private func parent(of record: MachineRecord) throws -> (SnapshotManifest?, FrameList?) {
+    private func parent(of record: MachineRecord) throws -> (SnapshotManifest?, BaseList?) {
         let found = try record.lastSnapshot.flatMap { try? snapshots.manifestAndBase($0.id) }
             ?? record.restoredFrom.map { try snapshots.manifestAndBase($0) }
         return (found?.manifest, found?.base)
