@@ -680,20 +680,24 @@ extension MachineUnitTests {
             defer { try? FileManager.default.removeItem(at: dir) }
             let binary = dir.appendingPathComponent("qemu-system-x86_64")
             let counter = dir.appendingPathComponent("asked")
-            func install(_ version: String) throws {
+            func install(_ version: String) async throws {
                 let script = "#!/bin/sh\necho x >> '\(counter.path)'\necho 'QEMU emulator version \(version)'\necho 'Copyright'\n"
+                let source = dir.appendingPathComponent("source")
                 let staged = dir.appendingPathComponent("staged")
-                try Data(script.utf8).write(to: staged)
-                chmod(staged.path, 0o755)
+                try Data(script.utf8).write(to: source)
+                // The executable is written by a child process: a file this process had open for
+                // writing stays open in any child another test forks meanwhile, until it execs,
+                // and executing the file then fails with ETXTBSY.
+                try await HostTool.run("install", ["-m", "0755", source.path, staged.path])
                 try AtomicFile.rename(staged, over: binary)  // a new inode, like a package upgrade
             }
             func asked() -> Int { ((try? String(contentsOf: counter, encoding: .utf8)) ?? "").split(separator: "\n").count }
-            try install("1.0")
+            try await install("1.0")
             let engine = QEMUEngine(qemuBinary: binary.path)
             #expect(try await engine.version() == "QEMU emulator version 1.0")
             #expect(try await engine.version() == "QEMU emulator version 1.0")
             #expect(asked() == 1)
-            try install("2.0")
+            try await install("2.0")
             #expect(try await engine.version() == "QEMU emulator version 2.0")
             #expect(asked() == 2)
 
@@ -708,7 +712,7 @@ extension MachineUnitTests {
             QEMUVersionCache.shared.withLock { $0.removeAll() }
             #expect(try await remembered.version() == "QEMU emulator version 2.0")
             #expect(asked() == 3, "read from the version file")
-            try install("3.0")
+            try await install("3.0")
             QEMUVersionCache.shared.withLock { $0.removeAll() }
             #expect(try await remembered.version() == "QEMU emulator version 3.0")
             #expect(asked() == 4)

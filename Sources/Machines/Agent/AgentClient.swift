@@ -298,18 +298,19 @@ public actor AgentClient {
     /// the request, so a request that waits (a guest still faulting its memory back in after a
     /// restore, a loaded host) leaves it that far behind: a slow round trip is repeated, aimed
     /// half a round trip ahead, until one is quick (a guest starved for seconds on a loaded host
-    /// took more than four).
+    /// took more than four). A quick trip aimed far ahead set the guest that far ahead, so it
+    /// counts only when its aim was within the tolerance too.
     @discardableResult
     public func syncClock(tolerance: Duration = .milliseconds(250), attempts: Int = 8) async throws -> Duration {
         let clock = ContinuousClock()
-        var lead = 0.0
+        var lead = Duration.zero
         var roundTrip = Duration.zero
         for _ in 0 ..< max(1, attempts) {
             let start = clock.now
-            try await setClock(to: Date().addingTimeInterval(lead))
+            try await setClock(to: Date().addingTimeInterval(lead.milliseconds / 1000))
             roundTrip = clock.now - start
-            if roundTrip <= tolerance { break }
-            lead = roundTrip.milliseconds / 2000
+            if roundTrip <= tolerance && lead <= tolerance / 2 { break }
+            lead = roundTrip / 2
         }
         return roundTrip
     }
