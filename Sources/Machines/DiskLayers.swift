@@ -37,6 +37,30 @@ enum DiskLayers {
         }
     }
 
+    /// Whether a qcow2 layer holds no data of its own, so that it reads exactly as its backing
+    /// file does: its L1 table is all zeros (no L2 table, so no cluster, not even a zeroed one).
+    /// A guest that wrote nothing between two snapshots leaves such a layer.
+    static func holdsNoData(_ file: URL) throws -> Bool {
+        let handle: FileHandle
+        do { handle = try FileHandle(forReadingFrom: file) } catch {
+            throw StasisError(.ioFailure, "cannot read \(file.path)", cause: error)
+        }
+        defer { try? handle.close() }
+        func read(_ offset: UInt64, _ count: Int) throws -> [UInt8] {
+            try handle.seek(toOffset: offset)
+            let bytes = Array(try handle.read(upToCount: count) ?? Data())
+            guard bytes.count == count else { throw StasisError(.corrupted, "\(file.path) is not a whole qcow2 file") }
+            return bytes
+        }
+        func bigEndian(_ bytes: ArraySlice<UInt8>) -> UInt64 { bytes.reduce(0) { $0 << 8 | UInt64($1) } }
+        let header = try read(0, 48)
+        guard bigEndian(header[0 ..< 4]) == 0x5146_49fb else { throw StasisError(.corrupted, "\(file.path) is not a qcow2 file") }
+        let l1Entries = bigEndian(header[36 ..< 40])
+        let l1Offset = bigEndian(header[40 ..< 48])
+        guard l1Entries <= 1 << 24 else { throw StasisError(.corrupted, "\(file.path) has an L1 table of \(l1Entries) entries") }
+        return try read(l1Offset, Int(l1Entries) * 8).allSatisfy { $0 == 0 }
+    }
+
     /// The files of `top`'s chain above `base`, lowest first; empty if `base` is not in it.
     static func layers(from top: URL, above base: String) async throws -> [String] {
         let json = try await HostTool.run("qemu-img", ["info", "-U", "--backing-chain", "--output=json", top.path]).standardOutput

@@ -17,8 +17,9 @@ extension Machine {
         /// Written by `writeDisk`, which the committer calls once before it reads `disk`, so that
         /// it can do other work (the RAM) meanwhile.
         public var disk: URL
-        /// Collapses the disk layers into `disk`; the committer calls it once.
-        public var writeDisk: @Sendable () async throws -> Void
+        /// Collapses the disk layers into `disk`; the committer calls it once. Returns true when
+        /// the guest wrote nothing since `diskBase`: `disk` then holds no data of its own.
+        public var writeDisk: @Sendable () async throws -> Bool
         public var diskBase: String
         /// The run-folder overlay the snapshot froze (the machine writes a new one on top of it
         /// when it keeps running).
@@ -96,7 +97,7 @@ extension Machine {
         // earlier snapshots) collapse into one file whose backing is the base. A lone overlay on
         // the machine's own base is one conversion; anything else goes through `DiskLayers`.
         let firstOverlay = paths.disk.lastPathComponent
-        let collapse = { @Sendable (frozen: URL) async throws in
+        let collapse = { @Sendable (frozen: URL) async throws -> Bool in
             if let layered {
                 try await DiskLayers.collapse(top: frozen, above: layered.layer, onto: layered.disk, format: "qcow2", into: diskOut)
             } else if let mark = collapseOnto?.above {
@@ -106,6 +107,7 @@ extension Machine {
             } else {
                 try await DiskLayers.collapse(top: frozen, onto: base, format: baseFormat, into: diskOut)
             }
+            return try DiskLayers.holdsNoData(diskOut)
         }
         let capture = { @Sendable (paused: Duration, frozen: URL) in
             Capture(record: current, state: state, memory: ramInFile ? memoryOut : nil, memoryImage: nil, disk: diskOut,
@@ -308,7 +310,8 @@ extension Machine {
         try await HostTool.run("cp", ["--sparse=always", source.path, target.path])
     }
 
-    static func link(_ source: URL, to target: URL) throws {
+    /// Hard-links `source` at `target` (same file system).
+    public static func link(_ source: URL, to target: URL) throws {
         guard Foundation.link(source.path, target.path) == 0 else {
             throw StasisError(.ioFailure, "cannot link \(source.path) into the snapshot", cause: Errno())
         }

@@ -51,7 +51,7 @@ public struct Snapshotter: Sendable {
                 defer { withExtendedLifetime(writers) {} }
                 let (parent, parentBase) = try parent(of: capture.record)
                 // The disk layer is written while the RAM is cut: they are independent.
-                async let diskWritten: Void = capture.writeDisk()
+                async let diskHoldsNoData: Bool = capture.writeDisk()
                 // Frames the guest changed a few pages of since its parent cost those pages.
                 let kernel = capture.record.kernel
                 let cut: CutResult? = if let image = capture.memoryImage {
@@ -61,14 +61,15 @@ public struct Snapshotter: Sendable {
                 } else {
                     nil
                 }
-                try await diskWritten
+                // A layer the guest wrote nothing into is its parent's disk again: share that file.
+                let sharedDisk = try await diskHoldsNoData ? try shareDisk(capture, of: parent) : nil
                 // Device state alone (RAM not in its stream) is kept as a delta over a base state.
                 let stateBase = cut == nil ? nil : try await runBlocking { [snapshots] in
                     try snapshots.storeDeviceState(capture.state, over: parent?.stateBase)
                 }
-                var manifest = try manifest(id: id, tag: tag, capture: capture, parent: parent)
+                var manifest = try manifest(id: id, tag: tag, capture: capture, parent: parent, sharingDiskOf: sharedDisk)
                 manifest.stateBase = stateBase
-                manifest.diskLevel = placement.level == 0 ? nil : placement.level
+                manifest.diskLevel = sharedDisk.map(\.diskLevel) ?? (placement.level == 0 ? nil : placement.level)
                 if leaveRunning { manifest.frozenLayer = capture.frozenDisk.path }
                 if let cut {
                     manifest.memoryFrames = cut.frames
@@ -104,18 +105,35 @@ public struct Snapshotter: Sendable {
         return (found?.manifest, found?.base)
     }
 
-    private func manifest(id: String, tag: String?, capture: Machine.Capture, parent: SnapshotManifest?) throws -> SnapshotManifest {
+    /// Replaces the empty layer `capture` wrote with a hard link to `parent`'s disk, when that is
+    /// the layer it sits on: the same content, at no cost. Returns the parent (nil: kept as is).
+    /// Snapshot disks are never written in place except by `remove --force`'s rebase, which
+    /// gives every snapshot sharing the file the same new backing, as they all have it.
+    private func shareDisk(_ capture: Machine.Capture, of parent: SnapshotManifest?) throws -> SnapshotManifest? {
+        guard let parent else { return nil }
+        let parentDisk = snapshots.directory(parent.id).appendingPathComponent(parent.disk.file)
+        guard capture.diskBase == parentDisk.path else { return nil }
+        try FileManager.default.removeItem(at: capture.disk)
+        try Machine.link(parentDisk, to: capture.disk)
+        return parent
+    }
+
+    private func manifest(id: String, tag: String?, capture: Machine.Capture, parent: SnapshotManifest?,
+                          sharingDiskOf sharing: SnapshotManifest?) throws -> SnapshotManifest {
         let record = capture.record
+        // A shared disk adds nothing: its bytes are counted with the snapshot that wrote them.
+        let disk = try sharing.map { SnapshotManifest.Part(file: capture.disk.lastPathComponent, size: $0.disk.size, allocated: 0, digest: $0.disk.digest) }
+            ?? SnapshotStore.part(capture.disk)
         return SnapshotManifest(
             format: SnapshotManifest.currentFormat, id: id, tag: tag, created: Date(),
             machineID: record.id, machineName: record.name, spec: record.spec,
             engine: .init(name: machines.engine.name, version: capture.engineVersion,
                           accelerator: record.accelerator ?? "tcg", deviceLayout: capture.deviceLayout),
-            kernel: record.kernel ?? "unknown", image: record.spec.image, diskBase: capture.diskBase,
+            kernel: record.kernel ?? "unknown", image: record.spec.image, diskBase: sharing?.diskBase ?? capture.diskBase,
             parent: parent?.id, generation: record.generation ?? 0,
             pausedMilliseconds: capture.paused.milliseconds,
             state: try SnapshotStore.part(capture.state), memory: nil,
-            disk: try SnapshotStore.part(capture.disk))
+            disk: disk)
     }
 
     /// Where the next snapshot's disk goes: a tier-0 layer over the machine's base (nil), or,

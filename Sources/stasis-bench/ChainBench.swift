@@ -1,4 +1,5 @@
 import ArgumentParser
+import ChunkStore
 import Foundation
 import Guest
 import Machines
@@ -58,6 +59,14 @@ struct ChainBench: AsyncParsableCommand {
         var memoryAddedBytes: Int
         var stateBytes: Int
         var diskBytes: Int
+        /// What the chain added to chunks/ and snapshots/, by kind of file.
+        var storedByKind: [String: StoredKind]
+        /// The base frame lists and base device states the chain's deltas are over (their
+        /// chunks are part of `chunks`).
+        var baseLists: StoredKind
+        var baseStates: StoredKind
+        /// Snapshots whose disk is their parent's file (the guest wrote nothing to its disk).
+        var sharedDisks: Int
         var takeMs: Summary
         var firstRestoreMs: Summary
         var lastRestoreMs: Summary
@@ -91,6 +100,11 @@ struct ChainBench: AsyncParsableCommand {
                 ["  RAM frames added (MB)", mb(memoryAddedBytes), "", "", "", ""],
                 ["  device state (MB)", mb(stateBytes), "", "", "", ""],
                 ["  disk layers (MB)", mb(diskBytes), "changes: \(mb(snapshots * changeBytes))", "", "", ""],
+            ] + storedByKind.sorted { $0.value.bytes > $1.value.bytes }.filter { $0.value.bytes != 0 }.map { kind, stored in
+                ["  in \(kind) (MB, files)", mb(stored.bytes), "\(stored.files) files", "", "", ""]
+            } + [
+                ["  base frame lists, base states (MB)", mb(baseLists.bytes), "\(baseLists.files) lists, \(baseStates.files) states: \(mb(baseStates.bytes))", "", "", ""],
+                ["  snapshots sharing their parent's disk", "\(sharedDisks)", "of \(snapshots)", "", "", ""],
                 ["full snapshot: the boot snapshot (MB)", mb(fullSnapshotBytes), "", "", "", ""],
                 ["snapshot taken, --leave-running (ms)", fmt(takeMs.median), "", "", "", ""],
                 ["restore → first exec, snapshot \(snapshots) (ms)", fmt(lastRestoreMs.median), "snapshot 1: \(fmt(firstRestoreMs.median))",
@@ -119,7 +133,8 @@ struct ChainBench: AsyncParsableCommand {
         let snapshotter = Snapshotter(home: home)
         let bootSnapshot = try await snapshotter.take(source, tag: "boot", leaveRunning: false)
         try await source.remove(force: true)
-        let full = Self.storedBytes(home)
+        let fullFiles = Self.storedFiles(home)
+        let full = fullFiles.values.reduce(0) { $0 + $1.bytes }
         progress("boot snapshot: \(full) B stored")
 
         var machine = try await snapshotter.restore(bootSnapshot.id, name: "chain-session")
@@ -144,7 +159,13 @@ struct ChainBench: AsyncParsableCommand {
             if i % 10 == 0 || i == snapshots { progress("  \(i) of \(snapshots) snapshots, median \(fmt(Summary(takeMs).median)) ms each") }
         }
         try await machine.remove(force: true)
-        let chainBytes = Self.storedBytes(home) - full
+        let chainFiles = Self.storedFiles(home)
+        let chainBytes = chainFiles.values.reduce(0) { $0 + $1.bytes } - full
+        var added: [String: StoredKind] = [:]
+        for (kind, now) in chainFiles {
+            let before = fullFiles[kind] ?? StoredKind()
+            added[kind] = StoredKind(files: now.files - before.files, bytes: now.bytes - before.bytes)
+        }
 
         var first: [Double] = []
         var last: [Double] = []
@@ -162,7 +183,8 @@ struct ChainBench: AsyncParsableCommand {
             image: image, memoryMiB: memoryMiB, snapshots: snapshots, changeBytes: changeBytes, fullSnapshotBytes: full,
             chainBytes: chainBytes, memoryAddedBytes: chain.reduce(0) { $0 + ($1.memoryAddedBytes ?? 0) },
             stateBytes: chain.reduce(0) { $0 + Int($1.state.allocated) }, diskBytes: chain.reduce(0) { $0 + Int($1.disk.allocated) },
-            takeMs: Summary(takeMs), firstRestoreMs: Summary(first), lastRestoreMs: Summary(last),
+            storedByKind: added, baseLists: Self.distinct(chain.compactMap(\.memoryFramesBase)),
+            baseStates: Self.distinct(chain.compactMap(\.stateBase)), sharedDisks: chain.filter { $0.disk.allocated == 0 }.count, takeMs: Summary(takeMs), firstRestoreMs: Summary(first), lastRestoreMs: Summary(last),
             first: shapes[0], last: shapes[1], command: command)
     }
 
@@ -182,19 +204,40 @@ struct ChainBench: AsyncParsableCommand {
                      materializeMs: Summary(times).median, diskLayers: 1 + snapshots.diskLayers(onto: manifest.diskBase).layers.count)
     }
 
+    /// Distinct chunks among `refs`, and their stored bytes.
+    static func distinct(_ refs: [ChunkRef]) -> StoredKind {
+        let unique = Set(refs)
+        return StoredKind(files: unique.count, bytes: unique.reduce(0) { $0 + $1.storedSize })
+    }
+
     /// Bytes allocated under the home's chunks/ and snapshots/ (RAM caches for forks left out).
-    static func storedBytes(_ home: StasisHome) -> Int {
-        var total = 0
-        for folder in [home.root.appendingPathComponent("chunks"), home.snapshots] {
+    static func storedBytes(_ home: StasisHome) -> Int { storedFiles(home).values.reduce(0) { $0 + $1.bytes } }
+
+    /// What one kind of stored file allocates, and how many files of it there are.
+    struct StoredKind: Encodable, Equatable {
+        var files = 0
+        var bytes = 0
+    }
+
+    /// Allocated bytes under chunks/ and snapshots/ by kind of file: chunks (whole frames, base
+    /// frame lists and base device states), packs of page patches, and each file of a snapshot's
+    /// folder by its name (manifest.json, memory.frames, state, disk.qcow2, …).
+    static func storedFiles(_ home: StasisHome) -> [String: StoredKind] {
+        var kinds: [String: StoredKind] = [:]
+        var seen = Set<[UInt64]>()  // a hard-linked file (a snapshot sharing its parent's disk) counts once
+        for (folder, isChunks) in [(home.root.appendingPathComponent("chunks"), true), (home.snapshots, false)] {
             guard let walker = FileManager.default.enumerator(atPath: folder.path) else { continue }
             while let name = walker.nextObject() as? String {
                 guard !name.hasSuffix("memory.cache") else { continue }
                 var st = stat()
-                if lstat(folder.appendingPathComponent(name).path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG {
-                    total += Int(st.st_blocks) * 512
-                }
+                guard lstat(folder.appendingPathComponent(name).path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG,
+                      seen.insert([UInt64(st.st_dev), UInt64(st.st_ino)]).inserted else { continue }
+                let file = (name as NSString).lastPathComponent
+                let kind = isChunks ? (name.hasPrefix("packs/") ? "chunks/packs" : "chunks") : "snapshots/*/" + file
+                kinds[kind, default: StoredKind()].files += 1
+                kinds[kind, default: StoredKind()].bytes += Int(st.st_blocks) * 512
             }
         }
-        return total
+        return kinds
     }
 }

@@ -719,3 +719,30 @@ extension MachineUnitTests {
         }
     }
 }
+
+extension MachineUnitTests {
+    /// `DiskLayers.holdsNoData` tells a layer the guest wrote nothing into from one it wrote into.
+    @Suite struct DiskLayerTests {
+        @Test func aLayerHoldsNoDataUntilSomethingIsWrittenIntoIt() async throws {
+            let dir = URL(fileURLWithPath: "/tmp/stasis-disk-layers-\(UInt32.random(in: 0 ... .max))")
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: dir) }
+            let base = dir.appendingPathComponent("base.qcow2")
+            try await HostTool.run("qemu-img", ["create", "-q", "-f", "qcow2"] + DiskLayers.createOptions + [base.path, "64M"])
+            try await HostTool.run("qemu-io", ["-c", "write -P 7 0 64k", base.path])
+            func layer(_ name: String, _ command: String?) async throws -> Bool {
+                let url = dir.appendingPathComponent(name)
+                try await HostTool.run("qemu-img", ["create", "-q", "-f", "qcow2"] + DiskLayers.createOptions + ["-b", base.path, "-F", "qcow2", url.path])
+                if let command { try await HostTool.run("qemu-io", ["-c", command, url.path]) }
+                return try DiskLayers.holdsNoData(url)
+            }
+            #expect(try await layer("empty.qcow2", nil))
+            #expect(try await !layer("written.qcow2", "write -P 9 32M 4k"))
+            #expect(try await !layer("zeroed.qcow2", "write -z 0 4k"), "zeros over the backing's data are data of its own")
+            #expect(try !DiskLayers.holdsNoData(base))
+            let raw = dir.appendingPathComponent("raw")
+            try Data(count: 4096).write(to: raw)
+            #expect(throws: StasisError.self) { try DiskLayers.holdsNoData(raw) }
+        }
+    }
+}

@@ -313,4 +313,44 @@ struct SnapshotStorageTests {
         }
         for snapshot in taken.reversed() { try await store.remove(snapshot.id, force: false, machines: try env.store.list()) }
     }
+
+    /// A turn snapshot of a guest that wrote nothing to its disk since the one before shares
+    /// that one's disk file (a hard link: nothing stored), and restores; the next snapshot layers
+    /// over it, and the one whose file it shares can go.
+    @Test func aSnapshotWithoutDiskWritesSharesItsParentsDisk() async throws {
+        let env = try await VMFixture.shared.env()
+        let fixture = try await SnapshotFixture.shared.manifest()
+        let snapshotter = Snapshotter(home: env.home, machines: env.store)
+        let store = snapshotter.snapshots
+        let machine = try await snapshotter.restore(fixture.id, name: "share-disk")
+        if let pid = await machine.record.pid { VMFixture.killAtExit(pid) }
+        _ = try await machine.withAgent { agent in try await sh(agent, "echo first > /root/share-1; sync") }
+        let first = try await snapshotter.take(machine, tag: nil, leaveRunning: true)
+        let second = try await snapshotter.take(machine, tag: nil, leaveRunning: true)
+        _ = try await machine.withAgent { agent in try await sh(agent, "echo third > /root/share-3; sync") }
+        let third = try await snapshotter.take(machine, tag: nil, leaveRunning: true)
+        try await machine.remove(force: true)
+
+        func disk(_ manifest: SnapshotManifest) -> String { store.directory(manifest.id).appendingPathComponent(manifest.disk.file).path }
+        func inode(_ path: String) -> UInt64 { var st = stat(); return stat(path, &st) == 0 ? UInt64(st.st_ino) : 0 }
+        #expect(first.disk.allocated > 0)
+        #expect(inode(disk(second)) == inode(disk(first)) && inode(disk(first)) != 0, "the second snapshot links the first's disk")
+        #expect(second.disk.allocated == 0 && second.disk.digest == first.disk.digest)
+        #expect(second.diskBase == first.diskBase && second.diskLevel == first.diskLevel)
+        #expect(second.parent == first.id)
+        #expect(third.diskBase == disk(second) && inode(disk(third)) != inode(disk(second)))
+        try store.verify(second)
+
+        // The first can go: nothing sits on its path, and its file lives on in the second.
+        try await store.remove(first.id, force: false, machines: try env.store.list())
+        for (snapshot, expected) in [(second, "first\n"), (third, "first\nthird\n")] {
+            let back = try await snapshotter.restore(snapshot.id, name: "share-disk-back")
+            if let pid = await back.record.pid { VMFixture.killAtExit(pid) }
+            let out = try await back.withAgent { agent in try await sh(agent, "echo 3 > /proc/sys/vm/drop_caches; cat /root/share-*") }
+            #expect(out.out == expected, "\(out)")
+            try await back.remove(force: true)
+        }
+        try await store.remove(third.id, force: false, machines: try env.store.list())
+        try await store.remove(second.id, force: false, machines: try env.store.list())
+    }
 }
