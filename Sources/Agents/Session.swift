@@ -321,7 +321,7 @@ public actor Session {
             self.machine = nil
             machineName = nil
             // What this suspend added to the disk: its device state, its disk layer, its new RAM frames.
-            let bytes = manifest.state.allocated + manifest.disk.allocated + UInt64(manifest.memoryAddedBytes ?? 0)
+            let bytes = manifest.stateStoredBytes + manifest.disk.allocated + UInt64(manifest.memoryAddedBytes ?? 0)
             try await event("suspended", .suspended, snapshotBytes: bytes, milliseconds: (clock.now - start).milliseconds)
             if previous != nil { await snapshotsChanged() }
         }
@@ -352,7 +352,7 @@ public actor Session {
                 checkpoints[turn] = taken.id
                 return taken
             }
-            let bytes = manifest.state.allocated + manifest.disk.allocated + UInt64(manifest.memoryAddedBytes ?? 0)
+            let bytes = manifest.stateStoredBytes + manifest.disk.allocated + UInt64(manifest.memoryAddedBytes ?? 0)
             try await event("checkpointed", .idle, turn: turn, snapshotBytes: bytes, milliseconds: (clock.now - start).milliseconds,
                             checkpoint: manifest.id)
         } catch {

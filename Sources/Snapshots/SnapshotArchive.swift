@@ -71,6 +71,7 @@ public struct SnapshotArchive: Sendable {
             try await runBlocking { [store, state] in try store.restoreDeviceState(manifest, to: state) }
             exported.state = try SnapshotStore.part(state)
             exported.stateBase = nil
+            exported.stateInline = nil
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

@@ -7,13 +7,13 @@ import Machines
 /// manifest is not a snapshot.
 public struct SnapshotManifest: Codable, Sendable, Equatable {
     /// Bumped when the layout changes incompatibly; readers refuse versions they do not know.
-    /// Format 4 may keep device state as a delta over a base state (`stateBase`) and compresses
+    /// Format 5 may keep a small device state delta in the manifest (`stateInline`); format 4 may keep device state as a delta over a base state (`stateBase`) and compresses
     /// the frame list's delta against its base list (`framesDeltaIsOverBaseJSON`); format 3 keeps
     /// the RAM's frame list in a file of its own (`memoryFramesFile`); format 2 kept it in the
     /// manifest; format 1 kept RAM as a file.
-    public static let currentFormat = 4
+    public static let currentFormat = 5
     /// Formats this stasis reads.
-    public static let readableFormats = 1 ... 4
+    public static let readableFormats = 1 ... 5
 
     public struct Part: Codable, Sendable, Equatable {
         /// File name in the snapshot folder.
@@ -60,6 +60,10 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
     /// which `state` (one zstd frame) was compressed against as its prefix. Nil: `state` is the
     /// whole stream, raw or zstd-compressed.
     public var stateBase: ChunkRef?
+    /// The device state delta itself when it is small (format 5), kept here because a file of its
+    /// own would take a whole 4 KiB block for its few hundred bytes. `state` then names no file:
+    /// it records the size, 0 bytes allocated, and a plain "sha256:" digest of these bytes.
+    public var stateInline: Data?
     public var memory: Part?
     public var disk: Part
     /// Guest RAM in the chunk store, frame by frame: listed flat, never as a delta of a parent,
@@ -89,12 +93,15 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
     public var diskBaseFormat: String { diskBase.hasSuffix(".qcow2") ? "qcow2" : "raw" }
 
     /// Every part kept as a file in the snapshot folder, for checking.
-    public var parts: [Part] { [state, disk] + [memory, memoryFramesFile].compactMap { $0 } }
+    public var parts: [Part] { (stateInline == nil ? [state] : []) + [disk] + [memory, memoryFramesFile].compactMap { $0 } }
 
     /// Stored bytes of the RAM: its frames (each counted once), its file, or the state stream.
     public var memoryStoredBytes: Int {
         memoryFrames?.storedBytes ?? memoryFramesStoredBytes ?? Int(memory?.allocated ?? state.allocated)
     }
+
+    /// Bytes the device state takes: its file's allocation, or an inline delta's length.
+    public var stateStoredBytes: UInt64 { stateInline == nil ? state.allocated : state.size }
 
     /// Whether `memoryFramesFile` was compressed against the base list's JSON as a zstd prefix
     /// (format 4), not alone.

@@ -1,4 +1,5 @@
 import ChunkStore
+import Crypto
 import Foundation
 import StasisCore
 
@@ -42,6 +43,24 @@ extension SnapshotStore {
         return base
     }
 
+    /// The largest state delta kept in the manifest rather than in a file (`stateInline`).
+    static let maxInlineStateSize = 1024
+
+    /// Moves a small state delta, `file` as `storeDeviceState` left it, into `manifest` and
+    /// removes the file; a bigger one stays where it is.
+    func inlineDeviceState(_ manifest: inout SnapshotManifest, from file: URL) throws {
+        let delta = try Data(contentsOf: file)
+        guard manifest.stateBase != nil, delta.count <= Self.maxInlineStateSize else { return }
+        manifest.stateInline = delta
+        manifest.state = .init(file: manifest.state.file, size: UInt64(delta.count), allocated: 0, digest: Self.inlineDigest(delta))
+        try FileManager.default.removeItem(at: file)
+    }
+
+    /// The digest `state` records for an inline delta: plain SHA-256 of its bytes.
+    static func inlineDigest(_ bytes: Data) -> String {
+        "sha256:" + SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+    }
+
     /// Writes `manifest`'s whole device state stream to `output`: its `state` part put back
     /// together over its base. Damage (a missing or wrong base, a frame that does not decode
     /// over it) is `.corrupted`, naming the snapshot.
@@ -49,22 +68,30 @@ extension SnapshotStore {
         guard let base = manifest.stateBase else {
             throw StasisError(.internalError, "snapshot \(manifest.id) keeps its device state whole, not as a delta")
         }
+        let place = manifest.stateInline == nil ? manifest.state.file : "the manifest's inline delta"
         do {
-            let raw = try deviceState(directory(manifest.id).appendingPathComponent(manifest.state.file), over: base)
-            try Data(raw).write(to: output)
+            let delta: [UInt8]
+            if let inline = manifest.stateInline {
+                guard Self.inlineDigest(inline) == manifest.state.digest else {
+                    throw StasisError(.corrupted, "the inline delta does not match its checksum")
+                }
+                delta = [UInt8](inline)
+            } else {
+                delta = [UInt8](try Data(contentsOf: directory(manifest.id).appendingPathComponent(manifest.state.file)))
+            }
+            try Data(try deviceState(delta, over: base)).write(to: output)
         } catch {
-            throw StasisError(.corrupted, "snapshot \(manifest.id) is damaged: its device state (\(manifest.state.file) over base \(base.hash)) cannot be read",
+            throw StasisError(.corrupted, "snapshot \(manifest.id) is damaged: its device state (\(place) over base \(base.hash)) cannot be read",
                               cause: error)
         }
     }
 
-    /// The whole device state stream that `file` (written by `storeDeviceState`) holds over `base`.
-    func deviceState(_ file: URL, over base: ChunkRef) throws -> [UInt8] {
+    /// The whole device state stream that `delta` (as `storeDeviceState` wrote it) holds over `base`.
+    func deviceState(_ delta: [UInt8], over base: ChunkRef) throws -> [UInt8] {
         let zstd = try Zstd()
         let prefix = try chunkStore().get(base, codec: zstd)
-        let delta = [UInt8](try Data(contentsOf: file))
         guard let size = Zstd.declaredSize(delta), size > 0, size <= Self.maxDeltaStateSize else {
-            throw StasisError(.corrupted, "\(file.lastPathComponent) is not a zstd frame that records its size")
+            throw StasisError(.corrupted, "the device state delta is not a zstd frame that records its size")
         }
         return try zstd.decompress(delta, expectedSize: size, maxSize: Self.maxDeltaStateSize, prefix: prefix)
     }

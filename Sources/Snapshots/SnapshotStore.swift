@@ -307,6 +307,9 @@ public struct SnapshotStore: Sendable {
         if let base = manifest.stateBase, !(try chunkStore().contains(base.hash)) {
             throw StasisError(.corrupted, "snapshot \(manifest.id) is damaged: the base its device state is a delta over (chunk \(base.hash)) is missing from the chunk store")
         }
+        if let inline = manifest.stateInline, Self.inlineDigest(inline) != manifest.state.digest {
+            throw StasisError(.corrupted, "snapshot \(manifest.id) is damaged: its device state delta (inline in the manifest) does not match its checksum")
+        }
         let dir = directory(manifest.id)
         // Files already hashed are skipped while their identity is unchanged (any write changes
         // mtime and ctime; a copy is a new inode); `deep` hashes everything.

@@ -69,6 +69,7 @@ public struct Snapshotter: Sendable {
                 }
                 var manifest = try manifest(id: id, tag: tag, capture: capture, parent: parent, sharingDiskOf: sharedDisk)
                 manifest.stateBase = stateBase
+                try snapshots.inlineDeviceState(&manifest, from: capture.state)
                 manifest.diskLevel = sharedDisk.map(\.diskLevel) ?? (placement.level == 0 ? nil : placement.level)
                 if leaveRunning { manifest.frozenLayer = capture.frozenDisk.path }
                 if let cut {

@@ -182,7 +182,7 @@ struct ChainBench: AsyncParsableCommand {
         return Report(
             image: image, memoryMiB: memoryMiB, snapshots: snapshots, changeBytes: changeBytes, fullSnapshotBytes: full,
             chainBytes: chainBytes, memoryAddedBytes: chain.reduce(0) { $0 + ($1.memoryAddedBytes ?? 0) },
-            stateBytes: chain.reduce(0) { $0 + Int($1.state.allocated) }, diskBytes: chain.reduce(0) { $0 + Int($1.disk.allocated) },
+            stateBytes: chain.reduce(0) { $0 + Int($1.stateStoredBytes) }, diskBytes: chain.reduce(0) { $0 + Int($1.disk.allocated) },
             storedByKind: added, baseLists: Self.distinct(chain.compactMap(\.memoryFramesBase)),
             baseStates: Self.distinct(chain.compactMap(\.stateBase)), sharedDisks: chain.filter { $0.disk.allocated == 0 }.count, takeMs: Summary(takeMs), firstRestoreMs: Summary(first), lastRestoreMs: Summary(last),
             first: shapes[0], last: shapes[1], command: command)

@@ -139,7 +139,7 @@ struct LazyBench: AsyncParsableCommand {
         let start = clock.now
         let next = try await snapshotter.take(machine, tag: nil, leaveRunning: false)
         let ms = (clock.now - start).milliseconds
-        let bytes = (next.memoryAddedBytes ?? 0) + Int(next.state.allocated) + Int(next.disk.allocated)
+        let bytes = (next.memoryAddedBytes ?? 0) + Int(next.stateStoredBytes) + Int(next.disk.allocated)
         try await machine.remove(force: true)
         try? await snapshotter.snapshots.remove(next.id, force: true, machines: [])
         return (ms, bytes)

@@ -121,7 +121,8 @@ struct StoreBench: AsyncParsableCommand {
         let bootSnapshot = try await snapshotter.take(source, tag: "boot", leaveRunning: false)
         let takeMs = (clock.now - start).milliseconds
         let ram = bootSnapshot.memoryAddedBytes ?? 0
-        let total = ram + Int(bootSnapshot.state.allocated + bootSnapshot.disk.allocated)
+        // A first snapshot's device state is a new base state in the chunk store, and a delta over itself.
+        let total = ram + (bootSnapshot.stateBase?.storedSize ?? 0) + Int(bootSnapshot.stateStoredBytes + bootSnapshot.disk.allocated)
         progress("  boot snapshot: RAM \(ram) B in \(bootSnapshot.memoryFrames?.chunks.count ?? 0) chunks, all parts \(total) B, made in \(fmt(takeMs)) ms")
 
         // The baseline: the same RAM as one raw file, compressed whole.

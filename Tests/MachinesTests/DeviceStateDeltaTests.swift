@@ -32,6 +32,9 @@ struct DeviceStateDeltaTests {
         }
 
         func remove() { try? FileManager.default.removeItem(at: root) }
+
+        /// A state file's bytes, as `storeDeviceState` left them.
+        func bytes(_ url: URL) throws -> [UInt8] { [UInt8](try Data(contentsOf: url)) }
     }
 
     @Test func aStateThatChangedLittleCostsBytesOverItsParentsBase() throws {
@@ -45,13 +48,13 @@ struct DeviceStateDeltaTests {
         #expect(try store.chunkStore().contains(base.hash))
         let firstSize = try Data(contentsOf: first).count
         #expect(firstSize < 100, "a state stored over itself is a few bytes: \(firstSize)")
-        #expect(try store.deviceState(first, over: base) == Self.stream(seed: 1))
+        #expect(try store.deviceState(try scratch.bytes(first), over: base) == Self.stream(seed: 1))
 
         let kept = try store.storeDeviceState(second, over: base)
         #expect(kept == base, "a state that changed a few bytes stays over the parent's base")
         let secondSize = try Data(contentsOf: second).count
         #expect(secondSize < 500, "the delta is \(secondSize) bytes")
-        #expect(try store.deviceState(second, over: base) == Self.stream(seed: 2))
+        #expect(try store.deviceState(try scratch.bytes(second), over: base) == Self.stream(seed: 2))
     }
 
     @Test func aStateUnlikeItsParentsBaseBecomesABase() throws {
@@ -65,7 +68,7 @@ struct DeviceStateDeltaTests {
         let base = try #require(try store.storeDeviceState(first, over: nil))
         let newBase = try #require(try store.storeDeviceState(other, over: base))
         #expect(newBase != base)
-        #expect(try store.deviceState(other, over: newBase) == noise)
+        #expect(try store.deviceState(try scratch.bytes(other), over: newBase) == noise)
     }
 
     @Test func aWrongOrMissingBaseFailsAndNeverGivesAWrongState() throws {
@@ -78,9 +81,9 @@ struct DeviceStateDeltaTests {
         let otherBase = try #require(try store.storeDeviceState(second, over: nil))
         #expect(otherBase != base)
         // The frame's checksum covers what it decodes to: over another base it fails.
-        #expect(throws: StasisError.self) { try store.deviceState(first, over: otherBase) }
+        #expect(throws: StasisError.self) { try store.deviceState(try scratch.bytes(first), over: otherBase) }
         _ = try store.chunkStore().remove(base.hash)
-        let error = #expect(throws: StasisError.self) { try store.deviceState(first, over: base) }
+        let error = #expect(throws: StasisError.self) { try store.deviceState(try scratch.bytes(first), over: base) }
         #expect(error?.code == .notFound, "\(String(describing: error))")
     }
 

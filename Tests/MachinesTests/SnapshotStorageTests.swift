@@ -301,6 +301,8 @@ struct SnapshotStorageTests {
             // Device state (~68 KB, ~13 KB compressed) is a delta of a few hundred bytes over the first's base.
             #expect(taken[round].stateBase != nil && taken[round].stateBase == taken[0].stateBase, "round \(round + 1): base \(String(describing: taken[round].stateBase))")
             #expect(taken[round].state.size < 2_000, "round \(round + 1): \(taken[round].state.size) B of device state")
+            #expect(taken[round].stateInline?.count == Int(taken[round].state.size) && taken[round].state.allocated == 0,
+                    "round \(round + 1): a small state delta is kept in the manifest, not in a file of its own")
         }
         for (index, snapshot) in taken.enumerated() {
             let back = try await snapshotter.restore(snapshot.id, name: "layers-back")

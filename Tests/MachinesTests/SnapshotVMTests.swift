@@ -198,12 +198,19 @@ struct SnapshotVMTests {
         // Verified once before the damage: the damage must be found though the copy's files were
         // hashed already (a write changes their identity).
         try store.verify(manifest)
-        let handle = try FileHandle(forUpdating: file)
-        try handle.seek(toOffset: offset)
-        let byte = try #require(try handle.read(upToCount: 1)).first ?? 0
-        try handle.seek(toOffset: offset)
-        try handle.write(contentsOf: Data([byte ^ 0x40]))
-        try handle.close()
+        if part == "state", var inline = manifest.stateInline {
+            // A small state delta lives in the manifest: the damage goes there.
+            inline[inline.count / 2] ^= 0x40
+            manifest.stateInline = inline
+            try AtomicFile.writeJSON(manifest, to: copy.appendingPathComponent("manifest.json"))
+        } else {
+            let handle = try FileHandle(forUpdating: file)
+            try handle.seek(toOffset: offset)
+            let byte = try #require(try handle.read(upToCount: 1)).first ?? 0
+            try handle.seek(toOffset: offset)
+            try handle.write(contentsOf: Data([byte ^ 0x40]))
+            try handle.close()
+        }
         let error = await #expect(throws: StasisError.self) {
             _ = try await Snapshotter(home: env.home, machines: env.store).restore(copyID, name: "never-\(part.prefix(3))")
         }

@@ -41,7 +41,7 @@ struct SnapshotCommand: AsyncParsableCommand {
                 let manifest = try await Snapshotter(home: home).take(target, tag: tag, leaveRunning: leaveRunning)
                 if global.json { return try printJSON(manifest) }
                 progress(String(format: "snapshot of %@: guest paused %.0f ms, %@ state, %@ memory (%@ new), %@ disk",
-                                manifest.machineName, manifest.pausedMilliseconds, bytes(manifest.state.allocated),
+                                manifest.machineName, manifest.pausedMilliseconds, bytes(manifest.stateStoredBytes),
                                 bytes(UInt64(manifest.memoryStoredBytes)), bytes(UInt64(manifest.memoryAddedBytes ?? 0)),
                                 bytes(manifest.disk.allocated)))
                 print(manifest.id)
