@@ -51,10 +51,11 @@ public final class ChunkStore: Sendable {
 
     /// Stores one frame and returns its reference, or nil for an all-zero frame. A chunk that is
     /// already stored is not written again. The chunk file is fsynced before it is renamed into
-    /// place; its folder's entry becomes durable at the next `sync()`.
-    public func put(_ bytes: some ContiguousBytes, codec: Zstd? = nil) throws -> ChunkRef? {
+    /// place; its folder's entry becomes durable at the next `sync()`. `level` overrides the
+    /// store's for this chunk.
+    public func put(_ bytes: some ContiguousBytes, codec: Zstd? = nil, level: Int? = nil) throws -> ChunkRef? {
         let zstd = try codec ?? Zstd()
-        return try bytes.withUnsafeBytes { try store($0, codec: zstd)?.ref }
+        return try bytes.withUnsafeBytes { try store($0, codec: zstd, level: level)?.ref }
     }
 
     /// The chunk `hash` of `rawSize` bytes, if it is stored. Its folder entries are synced at
@@ -75,13 +76,13 @@ public final class ChunkStore: Sendable {
     /// With `prefix`, the chunk is a delta: compressed against those bytes and named by
     /// `deltaHash(prefix:raw:)`, so reading it needs the same prefix and checks both.
     func store(_ raw: UnsafeRawBufferPointer, codec: Zstd, hash known: String? = nil,
-               prefix: UnsafeRawBufferPointer? = nil) throws -> (ref: ChunkRef, isNew: Bool)? {
+               prefix: UnsafeRawBufferPointer? = nil, level: Int? = nil) throws -> (ref: ChunkRef, isNew: Bool)? {
         if FileIO.isZero(raw) { return nil }
         let hash = known ?? ChunkStore.name(of: raw, prefix: prefix)
         if let ref = stored(hash: hash, rawSize: raw.count) { return (ref, false) }
         let folder = chunksPath + "/" + hash.prefix(2)
         let path = folder + "/" + hash
-        let frame = try codec.compress(raw, level: level, prefix: prefix)
+        let frame = try codec.compress(raw, level: level ?? self.level, prefix: prefix)
         try makeFolder(folder)
         try frame.withUnsafeBytes { try writeDurably($0, to: path) }
         folders.withLock { _ = $0.unsynced.insert(folder) }

@@ -189,7 +189,7 @@ public struct SnapshotStore: Sendable {
     /// returns it and the (empty) delta over it, encoded.
     private func newBase(_ frames: FrameList, store: ChunkStore) throws -> (ChunkRef, [UInt8]) {
         let json = Array(try JSONEncoder().encode(frames))
-        guard let base = try store.put(json), let delta = try FrameListDelta(frames, over: frames) else {
+        guard let base = try store.put(json, level: Self.frameListLevel), let delta = try FrameListDelta(frames, over: frames) else {
             throw StasisError(.internalError, "a frame list cannot be stored as its own base")
         }
         try store.sync()
@@ -200,8 +200,14 @@ public struct SnapshotStore: Sendable {
     /// compressed against the base list's JSON, so the chunk names it shares with the base (the
     /// chunk under every repatched frame, patches kept) cost a few bytes each, not 32.
     private static func encode(_ delta: FrameListDelta, over baseJSON: [UInt8]) throws -> [UInt8] {
-        try Zstd().compress(Array(try JSONEncoder().encode(delta)), prefix: baseJSON)
+        try Zstd().compress(Array(try JSONEncoder().encode(delta)), level: frameListLevel, prefix: baseJSON)
     }
+
+    /// The zstd level of frame lists, bases and deltas: one small file per snapshot, written once
+    /// and read whole, so a strong level pays. Measured on a 44 KB delta over a 131 KB base list:
+    /// level 15 is 15 % smaller than level 3 (12 % for the base) for ~10 ms more; 19 is no
+    /// smaller and slower.
+    static let frameListLevel = 15
 
     /// A base frame list from the chunk store, checked against its hash and as it decodes.
     func readBase(_ base: ChunkRef) throws -> BaseList {
