@@ -135,13 +135,15 @@ extension Machine {
             // Paused for good: the RAM file no longer changes, so the snapshot can share its inode.
             if ramInFile { try Self.link(memory, to: memoryOut) }
             try await commit(capture(saved.paused, saved.frozenDisk))
+            // Stopping before QEMU is told to quit: anyone who finds its process gone from now on
+            // (`stasis ps` reconciling records) takes it for stopped, not for crashed.
+            try await self.move(to: .stopping)
         }
         // The snapshot is committed and QEMU told to quit: one slow to quit is killed.
         if !(await engine.waitForExit(pid: pid, machineID: id, timeout: .seconds(10))) {
             await engine.kill(pid: pid, paths: paths)
             _ = await engine.waitForExit(pid: pid, machineID: id, timeout: .seconds(5))
         }
-        try move(to: .stopping)
         try move(to: .stopped) { $0.pid = nil }
     }
 
