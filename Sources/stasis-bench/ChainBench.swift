@@ -36,8 +36,8 @@ struct ChainBench: AsyncParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Boot the guest with init_on_free=1, as `stasis run` does by default.") var zeroFreedMemory = true
     @Flag(help: "After each write, sync the file and drop its pages from the guest's page cache (GNU dd iflag=nocache): what the store would gain if turn snapshots did that for the files a turn wrote.")
     var dropWrittenCache = false
-    @Option(help: ArgumentHelp("Keep the chain's $STASIS_HOME at this new path afterwards (to inspect or profile its snapshots with STASIS_HOME=PATH stasis …).", valueName: "PATH"))
-    var keepHome: String?
+    @Flag(help: "Keep the chain's $STASIS_HOME where it is afterwards (its path is printed), to inspect or profile its snapshots with STASIS_HOME=PATH stasis … (snapshot disks name their backing files by absolute path, so it cannot move).")
+    var keepHome = false
     @Flag(help: "Print JSON on stdout (the table goes to stderr).") var json = false
 
     func validate() throws {
@@ -45,7 +45,6 @@ struct ChainBench: AsyncParsableCommand {
         if restores < 1 { throw ValidationError("--restores must be at least 1") }
         if changeBytes < 0 { throw ValidationError("--change-bytes cannot be negative") }
         if suspendEvery < 1 { throw ValidationError("--suspend-every must be at least 1") }
-        if let keepHome, FileManager.default.fileExists(atPath: keepHome) { throw ValidationError("--keep-home \(keepHome) exists already: name a new path") }
         _ = try MachineSpec.parseMemory(memory)
     }
 
@@ -182,9 +181,9 @@ struct ChainBench: AsyncParsableCommand {
         }
         var shapes: [Report.RestoreShape] = []
         for id in [firstID, lastID] { shapes.append(try await Self.shape(of: id, snapshots: snapshotter.snapshots, work: run.work, runs: restores)) }
-        if let keepHome {
-            try FileManager.default.moveItem(at: home.root, to: URL(fileURLWithPath: keepHome))
-            progress("kept the chain's home at \(keepHome): snapshot 1 is \(firstID), snapshot \(snapshots) is \(lastID)")
+        if keepHome {
+            Cleanup.shared.release(folder: run.work)
+            progress("kept the chain's home: STASIS_HOME=\(home.root.path) (snapshot 1 is \(firstID), snapshot \(snapshots) is \(lastID)); remove \(run.work.path) when done")
         }
         return Report(
             image: image, memoryMiB: memoryMiB, snapshots: snapshots, changeBytes: changeBytes, fullSnapshotBytes: full,
