@@ -12,11 +12,11 @@ struct BootBench: AsyncParsableCommand {
         commandName: "boot",
         abstract: "Boot to first exec against plain QEMU, exec round trip, and host memory overhead.",
         discussion: """
-        (a) Stasis: from starting `stasis run -d --network none --memory M IMAGE` (the release CLI
-            next to this binary) to the first answered `stasis exec NAME true`; then `stasis rm -f`.
-        (b) Baseline: QEMU alone, started with the same command line Stasis builds (without
-            -daemonize/-pidfile), from spawn until the console shows "stasis-init: serving".
-            The two sides alternate in every round, so drift on a shared host hits both.
+        (a) Stasis: from starting `stasis run -d --network none --memory M IMAGE` (the release CLI \
+        next to this binary) to the first answered `stasis exec NAME true`; then `stasis rm -f`.
+        (b) Baseline: QEMU alone, started with the same command line Stasis builds (without \
+        -daemonize/-pidfile), from spawn until the console shows "stasis-init: serving". \
+        The two sides alternate in every round, so drift on a shared host hits both.
         (c) Exec of `true` and ping round trips through Machine.withAgent on one machine.
         (d) Rss of that machine's QEMU beyond the guest RAM it maps, from /proc/PID/smaps.
         """

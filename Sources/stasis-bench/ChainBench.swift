@@ -15,13 +15,13 @@ struct ChainBench: AsyncParsableCommand {
         commandName: "chain",
         abstract: "N snapshots of one session: stored bytes against one full snapshot plus their changes; restore of the N-th against the first.",
         discussion: """
-        In a fresh temporary $STASIS_HOME (sharing the real one's kernel, guest agent and image):
-        boot the image (--network none), prewarm it as warm start does and take its boot
-        snapshot: the full snapshot. Restore it as one machine, then N times: write
-        --change-bytes from /dev/urandom to a new file on its disk, snapshot it with
-        --leave-running (a turn snapshot); every --suspend-every snapshots, snapshot it without
-        (the session's idle suspend) and restore that, as the session's next message would. Stored bytes are what the home's chunks/ and
-        snapshots/ folders allocate, before and after. Then restore the first and the N-th
+        In a fresh temporary $STASIS_HOME (sharing the real one's kernel, guest agent and image): \
+        boot the image (--network none), prewarm it as warm start does and take its boot \
+        snapshot: the full snapshot. Restore it as one machine, then N times: write \
+        --change-bytes from /dev/urandom to a new file on its disk, snapshot it with \
+        --leave-running (a turn snapshot); every --suspend-every snapshots, snapshot it without \
+        (the session's idle suspend) and restore that, as the session's next message would. Stored bytes are what the home's chunks/ and \
+        snapshots/ folders allocate, before and after. Then restore the first and the N-th \
         snapshot in turn, --restores times each, timing restore to the first answered exec.
         """
     )

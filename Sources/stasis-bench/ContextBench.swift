@@ -9,17 +9,17 @@ struct ContextBench: AsyncParsableCommand {
         commandName: "context",
         abstract: "Context log appends and storage against raw SQLite and LangGraph's SqliteSaver.",
         discussion: """
-        Each round runs every side on a fresh database in a temporary folder under /tmp, in a
-        different order every round; each side appends --appends records shaped like an agent
+        Each round runs every side on a fresh database in a temporary folder under /tmp, in a \
+        different order every round; each side appends --appends records shaped like an agent \
         turn's (user, system, assistant, tool call, tool result):
         (a) one writer, ContextLog.append awaited one by one: appends/s, latency p50/p99/max;
         (b) --sessions writers at once, one session each (the log group-commits them);
-        (c) ContextLog.append(contentsOf:) in batches of 100 and of 1000;
-        baseline for each: the same rows in raw SQLite through GRDB (WAL, synchronous=FULL), no
-        checksum, no read-back of the session's head, one transaction per single append;
-        floor: one 4 KiB page rewritten in place in a file, fdatasync after each write.
-        Then once: a --turns-turn agent session stored in the context log, its size empty and at
-        10 %, 25 %, 50 % and 100 % of the turns, next to LangGraph's SqliteSaver holding the same messages
+        (c) ContextLog.append(contentsOf:) in batches of 100 and of 1000; \
+        baseline for each: the same rows in raw SQLite through GRDB (WAL, synchronous=FULL), no \
+        checksum, no read-back of the session's head, one transaction per single append; \
+        floor: one 4 KiB page rewritten in place in a file, fdatasync after each write. \
+        Then once: a --turns-turn agent session stored in the context log, its size empty and at \
+        10 %, 25 %, 50 % and 100 % of the turns, next to LangGraph's SqliteSaver holding the same messages \
         (scripts/bench/langgraph_storage.py; skipped if Python or LangGraph is missing).
         """
     )

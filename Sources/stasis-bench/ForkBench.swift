@@ -12,18 +12,18 @@ struct ForkBench: AsyncParsableCommand {
         commandName: "fork",
         abstract: "Fork N from one snapshot, sustained restores per minute, host RAM of a suspended machine.",
         discussion: """
-        One guest is booted, left idle and snapshotted (Snapshotter.take, stop mode): the
-        processes left for it afterwards are counted (the suspended machine's host RAM). A plain
+        One guest is booted, left idle and snapshotted (Snapshotter.take, stop mode): the \
+        processes left for it afterwards are counted (the suspended machine's host RAM). A plain \
         QEMU of the same guest is migrated to a file for the baselines.
-        (a) Fork: Snapshotter.fork(snapshot, count: --count), then `true` exec'd in every fork at
-            once: ms until all have answered. Baseline: --count plain QEMUs started at once with
-            -incoming of the plain stream, until all have answered an exec (their overlays made
-            before the clock). The sides alternate, --runs rounds.
-        (b) Sustained: for each --concurrency C, C workers each repeat Snapshotter.restore ->
-            exec `true` -> Machine.remove for --duration seconds; restores completed in that time,
-            per minute. Baseline: the same loop with plain QEMU (overlay, -incoming, exec, kill).
-            With --sustained fork, the Stasis loop uses Snapshotter.fork(count: 1) instead of
-            restore (RAM mapped copy-on-write, not copied).
+        (a) Fork: Snapshotter.fork(snapshot, count: --count), then `true` exec'd in every fork at \
+        once: ms until all have answered. Baseline: --count plain QEMUs started at once with \
+        -incoming of the plain stream, until all have answered an exec (their overlays made \
+        before the clock). The sides alternate, --runs rounds.
+        (b) Sustained: for each --concurrency C, C workers each repeat Snapshotter.restore -> \
+        exec `true` -> Machine.remove for --duration seconds; restores completed in that time, \
+        per minute. Baseline: the same loop with plain QEMU (overlay, -incoming, exec, kill). \
+        With --sustained fork, the Stasis loop uses Snapshotter.fork(count: 1) instead of \
+        restore (RAM mapped copy-on-write, not copied).
         """
     )
 

@@ -13,16 +13,16 @@ struct LazyBench: AsyncParsableCommand {
         commandName: "lazy",
         abstract: "Eager against lazy restore from the chunk store, for a small idle guest and a big busy one.",
         discussion: """
-        Two guests, each booted (--network none) in a fresh temporary $STASIS_HOME that shares the
-        real one's kernel, agent and image, prewarmed as warm start does, and snapshotted (stop
+        Two guests, each booted (--network none) in a fresh temporary $STASIS_HOME that shares the \
+        real one's kernel, agent and image, prewarmed as warm start does, and snapshotted (stop \
         mode):
         (1) --small (default 512 MiB), idle;
-        (2) --large (default 4 GiB) with a working set: --touch MiB (default 200) from
-            /dev/urandom written to a tmpfs in the guest before the snapshot.
-        Then, --runs times per guest, sides alternating: restore (eager, then lazy) and exec
-        `true`: restore to first answered exec. The baseline is the eager restore of the small
-        guest, measured in the same run. Last, one stop-mode snapshot of an eagerly and of a
-        lazily restored small guest: what a lazy machine's next snapshot costs (its RAM is mapped
+        (2) --large (default 4 GiB) with a working set: --touch MiB (default 200) from \
+        /dev/urandom written to a tmpfs in the guest before the snapshot. \
+        Then, --runs times per guest, sides alternating: restore (eager, then lazy) and exec \
+        `true`: restore to first answered exec. The baseline is the eager restore of the small \
+        guest, measured in the same run. Last, one stop-mode snapshot of an eagerly and of a \
+        lazily restored small guest: what a lazy machine's next snapshot costs (its RAM is mapped \
         privately, so the snapshot carries it in the device state stream).
         """
     )

@@ -13,15 +13,15 @@ struct ReplayVsSnapshotBench: AsyncParsableCommand {
         commandName: "replay-vs-snapshot",
         abstract: "Resume an agent at turn N: Replay re-execution against snapshot restore + context log (and DBOS).",
         discussion: """
-        For each N: (a) ReplayAgent, a Replay workflow of N + 1 turns, runs and is stopped at turn
-        N + 1's first model call (N turns journaled); fresh engines then resume it, each timed from
-        opening the journal to the moment it would call the model for turn N + 1. (b) The same N
-        turns appended to a context log as a session appends them; timed: a fresh log reading the
-        last --context-turns turns and building the next request (and the whole log, as today's
-        Session does). The model is the scripted model, the tool an in-process function, on both.
-        A bench-bb machine runs idle meanwhile; at the end it is suspended (one stop-mode snapshot)
-        and restored --restores times: the Stasis road's resume is that restore plus the log read.
-        Then scripts/bench/dbos_agent.py runs the loop on DBOS (SQLite): a process killed at turn
+        For each N: (a) ReplayAgent, a Replay workflow of N + 1 turns, runs and is stopped at turn \
+        N + 1's first model call (N turns journaled); fresh engines then resume it, each timed from \
+        opening the journal to the moment it would call the model for turn N + 1. (b) The same N \
+        turns appended to a context log as a session appends them; timed: a fresh log reading the \
+        last --context-turns turns and building the next request (and the whole log, as today's \
+        Session does). The model is the scripted model, the tool an in-process function, on both. \
+        A bench-bb machine runs idle meanwhile; at the end it is suspended (one stop-mode snapshot) \
+        and restored --restores times: the Stasis road's resume is that restore plus the log read. \
+        Then scripts/bench/dbos_agent.py runs the loop on DBOS (SQLite): a process killed at turn \
         N + 1 and new processes that recover it. Bytes, CPU and the history limits are reported too.
         """
     )

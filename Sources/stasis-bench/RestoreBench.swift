@@ -12,17 +12,17 @@ struct RestoreBench: AsyncParsableCommand {
         commandName: "restore",
         abstract: "Restore to first exec against plain QEMU -incoming, by stage and by memory size.",
         discussion: """
-        One guest is booted, left idle for --idle seconds and snapshotted (Snapshotter.take, stop
-        mode); a plain QEMU of the same guest (same devices, anonymous RAM) is migrated to a file.
+        One guest is booted, left idle for --idle seconds and snapshotted (Snapshotter.take, stop \
+        mode); a plain QEMU of the same guest (same devices, anonymous RAM) is migrated to a file. \
         Then, every round, in turns:
-        (a) Stasis: Snapshotter.restore(snapshot) (checksums verified, RAM file copied, QEMU
-            -incoming defer, migrate-incoming, cont, clock/RNG/hostname/generation), then
-            `true` exec'd through the agent: ms from calling restore to the exec's answer.
-        (b) Baseline: plain QEMU with -incoming defer, migrate-incoming of the plain stream, then
-            `true` exec'd: ms from spawning QEMU to the answer. Its disk overlay is made before
-            the clock starts.
-        (c) Stages: the same restore step by step, each step timed.
-        Last, for each --sizes, a fresh guest and plain stream of that size, and (a) and (b)
+        (a) Stasis: Snapshotter.restore(snapshot) (checksums verified, RAM file copied, QEMU \
+        -incoming defer, migrate-incoming, cont, clock/RNG/hostname/generation), then \
+        `true` exec'd through the agent: ms from calling restore to the exec's answer.
+        (b) Baseline: plain QEMU with -incoming defer, migrate-incoming of the plain stream, then \
+        `true` exec'd: ms from spawning QEMU to the answer. Its disk overlay is made before \
+        the clock starts.
+        (c) Stages: the same restore step by step, each step timed. \
+        Last, for each --sizes, a fresh guest and plain stream of that size, and (a) and (b) \
         alternating: --sweep-runs rounds up to 1 GiB, --big-runs above.
         """
     )

@@ -14,12 +14,12 @@ struct SessionBench: AsyncParsableCommand {
         commandName: "session",
         abstract: "Message to a suspended session → first model call, against the restore it needs.",
         discussion: """
-        One session (scripted model) in a temporary $STASIS_HOME that shares the real one's kernel,
-        guest agent and image. Its first message boots the machine. Then, every round: suspend
+        One session (scripted model) in a temporary $STASIS_HOME that shares the real one's kernel, \
+        guest agent and image. Its first message boots the machine. Then, every round: suspend \
         (snapshot + stop, as the idle timeout does), send `$ true`, and read the session's log:
-        (a) from the call to send until the `turnStarted` record, which is appended right before
-            the model call; (b) the restore inside it (the `restored` record's own time: snapshot
-            verified, QEMU started, state loaded, first answer from the guest agent).
+        (a) from the call to send until the `turnStarted` record, which is appended right before \
+        the model call; (b) the restore inside it (the `restored` record's own time: snapshot \
+        verified, QEMU started, state loaded, first answer from the guest agent). \
         The target: (a) ≤ (b) + 50 ms, in the median.
         """
     )

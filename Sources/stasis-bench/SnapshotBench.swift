@@ -11,17 +11,17 @@ struct SnapshotBench: AsyncParsableCommand {
         commandName: "snapshot",
         abstract: "Snapshot pause and commit time against a plain QEMU migration to a file.",
         discussion: """
-        Each round boots fresh guests (--memory, --network none, image bench-bb), lets each sit
+        Each round boots fresh guests (--memory, --network none, image bench-bb), lets each sit \
         idle for --idle seconds, then:
-        (a) Stasis: Snapshotter.take(machine, leaveRunning: false): the guest's pause (the
-            manifest's pausedMilliseconds, stop -> quit) and the time from calling take() to its
-            return (parts fsynced, manifest written, folder renamed).
+        (a) Stasis: Snapshotter.take(machine, leaveRunning: false): the guest's pause (the \
+        manifest's pausedMilliseconds, stop -> quit) and the time from calling take() to its \
+        return (parts fsynced, manifest written, folder renamed).
         (b) The same with leaveRunning: true (pause: stop -> cont, RAM copied inside it).
-        (c) Baseline: plain QEMU, Stasis's command line with ordinary anonymous guest RAM (not
-            file-backed), `stop`, `migrate exec:cat > FILE` without x-ignore-shared (all of RAM
-            in the stream), query-migrate every 1 ms until completed, fsync: timed from stop.
-        (d) Stages: take() again step by step (stop and leave-running), on two more machines.
-        The sides take turns in a different order every round. After each (a), the machine's
+        (c) Baseline: plain QEMU, Stasis's command line with ordinary anonymous guest RAM (not \
+        file-backed), `stop`, `migrate exec:cat > FILE` without x-ignore-shared (all of RAM \
+        in the stream), query-migrate every 1 ms until completed, fsync: timed from stop.
+        (d) Stages: take() again step by step (stop and leave-running), on two more machines. \
+        The sides take turns in a different order every round. After each (a), the machine's \
         processes are counted: a suspended machine must leave none.
         """
     )

@@ -12,18 +12,18 @@ struct StoreBench: AsyncParsableCommand {
         commandName: "store",
         abstract: "Snapshot RAM in the chunk store against zstd -3 and zstd -19 --long of the raw RAM.",
         discussion: """
-        Every run uses a fresh temporary $STASIS_HOME (sharing the real one's kernel, guest agent
+        Every run uses a fresh temporary $STASIS_HOME (sharing the real one's kernel, guest agent \
         and image), so its first snapshot finds an empty store. Per run:
-        (1) boot a guest (--network none), let it idle, run `/bin/sh -c /bin/true` in it as warm
-            start does (WarmStart.prewarm), with --compact drop its page cache and zero its free
-            memory, snapshot it (stop mode): the boot snapshot. "made" times the snapshot alone;
-            the preparation is reported apart.
-            Baseline: its RAM written out raw, then `zstd -3` of that file (and, in the first run
-            only, `zstd -19 --long`), size and time.
+        (1) boot a guest (--network none), let it idle, run `/bin/sh -c /bin/true` in it as warm \
+        start does (WarmStart.prewarm), with --compact drop its page cache and zero its free \
+        memory, snapshot it (stop mode): the boot snapshot. "made" times the snapshot alone; \
+        the preparation is reported apart. \
+        Baseline: its RAM written out raw, then `zstd -3` of that file (and, in the first run \
+        only, `zstd -19 --long`), size and time.
         (2) restore it from the store and exec `true`: restore to first answered exec.
         (3) snapshot that restored machine at once: the no-change delta (new chunks' bytes).
-        (4) restore again, write 1 MiB from /dev/urandom to tmpfs, start a process, snapshot:
-            the small-change delta, and what it stored beyond the 1 MiB.
+        (4) restore again, write 1 MiB from /dev/urandom to tmpfs, start a process, snapshot: \
+        the small-change delta, and what it stored beyond the 1 MiB.
         """
     )
 

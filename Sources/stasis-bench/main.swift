@@ -9,8 +9,8 @@ struct StasisBench: AsyncParsableCommand {
         commandName: "stasis-bench",
         abstract: "Benchmarks of Stasis, each against a baseline.",
         discussion: """
-        Uses the real $STASIS_HOME (default ~/.stasis): the kernel and guest agent that setup
-        installed there. Every machine a benchmark starts is removed when it ends, fails, or is
+        Uses the real $STASIS_HOME (default ~/.stasis): the kernel and guest agent that setup \
+        installed there. Every machine a benchmark starts is removed when it ends, fails, or is \
         interrupted.
         """,
         subcommands: [BootBench.self, SnapshotBench.self, RestoreBench.self, ForkBench.self, ContextBench.self, SessionBench.self, ReplayVsSnapshotBench.self, StoreBench.self, ChainBench.self, LazyBench.self]

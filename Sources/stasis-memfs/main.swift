@@ -13,9 +13,9 @@ struct StasisMemfs: ParsableCommand {
         commandName: "stasis-memfs",
         abstract: "Serve a snapshot's memory through FUSE, a frame at a time (started by stasis restore --lazy).",
         discussion: """
-        Mounts a FUSE file system with one file, `memory`, at --mount and writes "ready" on
-        standard output once it can be opened. A frame of the snapshot's RAM is decompressed (and
-        checked against its hash) the first time the guest touches it. It exits and unmounts when
+        Mounts a FUSE file system with one file, `memory`, at --mount and writes "ready" on \
+        standard output once it can be opened. A frame of the snapshot's RAM is decompressed (and \
+        checked against its hash) the first time the guest touches it. It exits and unmounts when \
         the QEMU that opened the file closes it, or after --open-timeout if nothing opens it.
         """)
 

@@ -10,12 +10,12 @@ struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Boot a new machine from an image and run a command in it.",
         discussion: """
-        Without -d the command runs attached and the machine stops when it exits (removed too with
-        --rm); stasis exits with the command's exit code. With -d the machine keeps running, the
-        command (if any) runs in the background with its output in `stasis logs`, and the machine's
+        Without -d the command runs attached and the machine stops when it exits (removed too with \
+        --rm); stasis exits with the command's exit code. With -d the machine keeps running, the \
+        command (if any) runs in the background with its output in `stasis logs`, and the machine's \
         name is printed.
 
-        The network is isolated by default: the guest reaches neither the host nor any network, but
+        The network is isolated by default: the guest reaches neither the host nor any network, but \
         -p forwards host ports in, and --allow-host lets it reach one host service at a time.
         """
     )

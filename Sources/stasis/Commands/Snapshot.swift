@@ -218,9 +218,9 @@ struct Restore: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Bring a snapshot back as a running machine, exactly where it was.",
         discussion: """
-        Every process, open file, listening socket, file on disk and byte of memory is as it was.
-        After the restore the guest clock is set, its RNG reseeded and its generation bumped
-        (/run/stasis/generation). TCP connections open at snapshot time do not survive; listening
+        Every process, open file, listening socket, file on disk and byte of memory is as it was. \
+        After the restore the guest clock is set, its RNG reseeded and its generation bumped \
+        (/run/stasis/generation). TCP connections open at snapshot time do not survive; listening \
         sockets do. The snapshot itself is never modified.
         """
     )
