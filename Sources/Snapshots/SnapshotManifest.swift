@@ -7,8 +7,9 @@ import Machines
 /// manifest is not a snapshot.
 public struct SnapshotManifest: Codable, Sendable, Equatable {
     /// Bumped when the layout changes incompatibly; readers refuse versions they do not know.
-    /// Format 5 may keep a small device state delta in the manifest (`stateInline`); format 4 may keep device state as a delta over a base state (`stateBase`) and compresses
-    /// the frame list's delta against its base list (`framesDeltaIsOverBaseJSON`); format 3 keeps
+    /// Format 5 may keep a small device state delta in the manifest (`stateInline`); format 4
+    /// may keep device state as a delta over a base state (`stateBase`) and compresses the frame
+    /// list's delta against its base list (`framesDeltaIsOverBaseJSON`); format 3 keeps
     /// the RAM's frame list in a file of its own (`memoryFramesFile`); format 2 kept it in the
     /// manifest; format 1 kept RAM as a file.
     public static let currentFormat = 5

@@ -746,3 +746,34 @@ extension MachineUnitTests {
         }
     }
 }
+
+extension MachineUnitTests {
+    /// `AgentClient.syncClock`'s rule: a slow round trip is repeated aimed half a trip ahead, and
+    /// a quick one counts only if its aim was within the tolerance.
+    @Suite struct ClockSyncTests {
+        /// Runs the rule over scripted round trips; returns the leads it aimed with (ms).
+        static func leads(_ trips: [Int], attempts: Int = 8) async throws -> [Double] {
+            var script = trips[...]
+            var used: [Double] = []
+            _ = try await AgentClient.syncClock(tolerance: .milliseconds(250), attempts: attempts) { lead in
+                used.append(lead.milliseconds)
+                return .milliseconds(script.popFirst() ?? 0)
+            }
+            return used
+        }
+
+        @Test func aQuickFirstTripIsEnough() async throws {
+            #expect(try await Self.leads([40]) == [0])
+        }
+
+        @Test func aQuickTripAimedFarAheadIsRepeatedAimedByItself() async throws {
+            // 3 s (a guest still faulting its memory in), then quick: the quick trip was aimed
+            // 1.5 s ahead, so the guest is that far ahead; one more trip aimed 50 ms ahead.
+            #expect(try await Self.leads([3000, 100, 100]) == [0, 1500, 50])
+        }
+
+        @Test func everyTripSlowStopsAfterTheAttempts() async throws {
+            #expect(try await Self.leads(Array(repeating: 1000, count: 10), attempts: 4) == [0, 500, 500, 500])
+        }
+    }
+}

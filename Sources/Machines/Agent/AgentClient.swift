@@ -303,12 +303,21 @@ public actor AgentClient {
     @discardableResult
     public func syncClock(tolerance: Duration = .milliseconds(250), attempts: Int = 8) async throws -> Duration {
         let clock = ContinuousClock()
+        return try await Self.syncClock(tolerance: tolerance, attempts: attempts) { lead in
+            let start = clock.now
+            try await setClock(to: Date().addingTimeInterval(lead.milliseconds / 1000))
+            return clock.now - start
+        }
+    }
+
+    /// `syncClock`'s rule, around `trip`, which sets the guest clock `lead` ahead of the host's
+    /// and returns how long that took.
+    static func syncClock(tolerance: Duration, attempts: Int, isolation: isolated (any Actor)? = #isolation,
+                          trip: (_ lead: Duration) async throws -> Duration) async throws -> Duration {
         var lead = Duration.zero
         var roundTrip = Duration.zero
         for _ in 0 ..< max(1, attempts) {
-            let start = clock.now
-            try await setClock(to: Date().addingTimeInterval(lead.milliseconds / 1000))
-            roundTrip = clock.now - start
+            roundTrip = try await trip(lead)
             if roundTrip <= tolerance && lead <= tolerance / 2 { break }
             lead = roundTrip / 2
         }
