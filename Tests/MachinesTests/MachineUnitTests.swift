@@ -675,8 +675,7 @@ extension MachineUnitTests {
     /// `QEMUEngine.version` asks the binary once per file identity: a replaced binary is asked again.
     @Suite struct QEMUVersionTests {
         @Test func theVersionIsAskedAgainOnlyWhenTheBinaryChanges() async throws {
-            let dir = URL(fileURLWithPath: "/tmp/stasis-qemu-version-\(UInt32.random(in: 0 ... .max))")
-            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            let dir = try MachineUnitSupport.temporaryFolder()
             defer { try? FileManager.default.removeItem(at: dir) }
             let binary = dir.appendingPathComponent("qemu-system-x86_64")
             let counter = dir.appendingPathComponent("asked")
@@ -724,8 +723,7 @@ extension MachineUnitTests {
     /// `DiskLayers.holdsNoData` tells a layer the guest wrote nothing into from one it wrote into.
     @Suite struct DiskLayerTests {
         @Test func aLayerHoldsNoDataUntilSomethingIsWrittenIntoIt() async throws {
-            let dir = URL(fileURLWithPath: "/tmp/stasis-disk-layers-\(UInt32.random(in: 0 ... .max))")
-            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            let dir = try MachineUnitSupport.temporaryFolder()
             defer { try? FileManager.default.removeItem(at: dir) }
             let base = dir.appendingPathComponent("base.qcow2")
             try await HostTool.run("qemu-img", ["create", "-q", "-f", "qcow2"] + DiskLayers.createOptions + [base.path, "64M"])
