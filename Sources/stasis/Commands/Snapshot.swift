@@ -40,10 +40,11 @@ struct SnapshotCommand: AsyncParsableCommand {
                 if compact { try await Snapshotter.compact(target) }
                 let manifest = try await Snapshotter(home: home).take(target, tag: tag, leaveRunning: leaveRunning)
                 if global.json { return try printJSON(manifest) }
-                progress(String(format: "snapshot of %@: guest paused %.0f ms, %@ state, %@ memory (%@ new), %@ disk",
+                // A disk of 0 bytes is the parent's file, shared: the guest wrote nothing to it since.
+                let disk = manifest.disk.allocated == 0 && manifest.parent != nil ? "no disk change" : bytes(manifest.disk.allocated) + " disk"
+                progress(String(format: "snapshot of %@: guest paused %.0f ms, %@ state, %@ memory (%@ new), %@",
                                 manifest.machineName, manifest.pausedMilliseconds, bytes(manifest.stateStoredBytes),
-                                bytes(UInt64(manifest.memoryStoredBytes)), bytes(UInt64(manifest.memoryAddedBytes ?? 0)),
-                                bytes(manifest.disk.allocated)))
+                                bytes(UInt64(manifest.memoryStoredBytes)), bytes(UInt64(manifest.memoryAddedBytes ?? 0)), disk))
                 print(manifest.id)
             }
         }
