@@ -103,18 +103,14 @@ extension SnapshotStore {
         return result
     }
 
-    /// Logical against stored bytes of every snapshot. A snapshot whose frame list cannot be
-    /// read is counted from its manifest, as `list` shows it, and in `damagedSnapshots`.
+    /// Logical against stored bytes of every snapshot, from the figures its manifest records: no
+    /// frame list is decoded (a session of 300 snapshots took 2 s when each was). A snapshot
+    /// whose frame list file does not match its digest, or whose base list is missing, counts in
+    /// `damagedSnapshots`.
     public func usage() throws -> StorageUsage {
-        let bases = BaseLists()
-        var damaged = 0
-        let manifests = try list().map { listed in
-            do { return try withFrames(listed, bases: bases) } catch {
-                damaged += 1
-                return listed
-            }
-        }
+        let manifests = try list()
         let store = try chunkStore()
+        let damaged = manifests.filter { !frameListLooksWhole($0, store: store) }.count
         let chunks = try store.allChunks()
         let packBytes = try store.allPacks().reduce(0) { $0 + $1.size }
         var usage = StorageUsage(snapshots: manifests.count, damagedSnapshots: damaged, memoryLogicalBytes: 0, memoryReferencedBytes: 0,
@@ -129,7 +125,7 @@ extension SnapshotStore {
                 usage.memoryLogicalBytes += frames.totalSize
                 usage.memoryReferencedBytes += frames.storedBytes - ownPackBytes
             } else if manifest.memoryFramesFile != nil {
-                // A frame list that cannot be read: the sizes its manifest records instead.
+                // The sizes the manifest recorded from its list when it was taken.
                 ownPackBytes = Self.fileSize(ownPack) ?? 0
                 usage.memoryLogicalBytes += manifest.spec.memoryMiB << 20
                 usage.memoryReferencedBytes += (manifest.memoryFramesStoredBytes ?? 0) - ownPackBytes
@@ -145,6 +141,14 @@ extension SnapshotStore {
             usage.dedupRatio = Double(usage.memoryReferencedBytes) / Double(usage.chunkStoreBytes)
         }
         return usage
+    }
+
+    /// Whether a snapshot's frame list file matches its digest and its base list is in the
+    /// store (true for a manifest that keeps no list file).
+    private func frameListLooksWhole(_ manifest: SnapshotManifest, store: ChunkStore) -> Bool {
+        guard let part = manifest.memoryFramesFile else { return true }
+        guard (try? FileDigest.of(directory(manifest.id).appendingPathComponent(part.file))) == part.digest else { return false }
+        return manifest.memoryFramesBase.map { store.contains($0.hash) } ?? true
     }
 
     /// Every snapshot's manifest; unlike `list`, one that cannot be read, or a snapshots folder

@@ -183,6 +183,7 @@ struct ChainBench: AsyncParsableCommand {
         for id in [firstID, lastID] { shapes.append(try await Self.shape(of: id, snapshots: snapshotter.snapshots, work: run.work, runs: restores)) }
         if keepHome {
             Cleanup.shared.release(folder: run.work)
+            Cleanup.shared.releaseSnapshots()
             progress("kept the chain's home: STASIS_HOME=\(home.root.path) (snapshot 1 is \(firstID), snapshot \(snapshots) is \(lastID)); remove \(run.work.path) when done")
         }
         return Report(

@@ -44,6 +44,9 @@ final class Cleanup: Sendable {
     /// this process is still building.
     func claimSnapshots() { state.withLock { $0.snapshotsToo = true } }
 
+    /// Leaves the snapshots of our machines in place on cleanup (a home kept for inspection).
+    func releaseSnapshots() { state.withLock { $0.snapshotsToo = false } }
+
     /// A detached process whose command line contains `marker` (e.g. QEMU's `-name stasis-ID`) is
     /// ours; false once cleanup has begun (then do not start it).
     func adopt(marker: String) -> Bool {
