@@ -57,6 +57,8 @@ public enum Codec {
         case 13: message = .shutdown
         case 14: message = .ping
         case 15: message = .zeroFreeMemory(dropCaches: try r.bool())
+        case 16: message = .readClock
+        case 17: message = .shiftClock(nanoseconds: try r.i64())
         default: throw ProtocolError.unknownKind(kind)
         }
         guard r.remaining == 0 else { throw ProtocolError.trailingBytes(r.remaining) }
@@ -86,6 +88,7 @@ public enum Codec {
         case 0x85: message = .ok
         case 0x86: message = .fileData(try r.data())
         case 0x87: message = .failure(errno: try r.i32(), message: try r.string())
+        case 0x88: message = .clock(unixNanoseconds: try r.i64())
         default: throw ProtocolError.unknownKind(kind)
         }
         guard r.remaining == 0 else { throw ProtocolError.trailingBytes(r.remaining) }
@@ -99,12 +102,13 @@ public enum Codec {
             w.strings(e.argv); w.strings(e.environment); w.string(e.workingDirectory); w.string(e.user)
             w.bool(e.stdin); w.u64(e.timeoutMilliseconds); w.bool(e.detach); w.string(e.outputPath)
         case .stdin(let data): w.data(data)
-        case .closeStdin, .shutdown, .ping: break
+        case .closeStdin, .shutdown, .ping, .readClock: break
         case .zeroFreeMemory(let dropCaches): w.bool(dropCaches)
         case .signal(let s): w.i32(s)
         case .readFile(let path): w.string(path)
         case .writeFile(let path, let mode, let data, let append): w.string(path); w.u32(mode); w.data(data); w.bool(append)
         case .setClock(let ns): w.i64(ns)
+        case .shiftClock(let ns): w.i64(ns)
         case .addEntropy(let data): w.data(data)
         case .configureNetwork(let n):
             w.string(n.interface); w.string(n.address); w.u8(n.prefixLength); w.string(n.gateway); w.strings(n.nameservers)
@@ -125,6 +129,7 @@ public enum Codec {
         case .ok: break
         case .fileData(let data): w.data(data)
         case .failure(let errno, let message): w.i32(errno); w.string(message)
+        case .clock(let ns): w.i64(ns)
         }
     }
 }
@@ -147,6 +152,8 @@ extension HostMessage {
         case .shutdown: 13
         case .ping: 14
         case .zeroFreeMemory: 15
+        case .readClock: 16
+        case .shiftClock: 17
         }
     }
 }
@@ -161,6 +168,7 @@ extension GuestMessage {
         case .ok: 0x85
         case .fileData: 0x86
         case .failure: 0x87
+        case .clock: 0x88
         }
     }
 }

@@ -112,6 +112,11 @@ public enum HostMessage: Sendable, Equatable {
     /// Version 2: make the guest kernel zero its free memory (after dropping clean page cache
     /// when asked), so a snapshot stores it as nothing; replies `ok`.
     case zeroFreeMemory(dropCaches: Bool)
+    /// Version 3: the guest's wall clock now; replies `clock`.
+    case readClock
+    /// Version 3: moves the guest's wall clock by this much from where it is; replies `ok`.
+    /// Relative, so however long the request waits does not change where the clock lands.
+    case shiftClock(nanoseconds: Int64)
 }
 
 /// Messages the guest agent sends.
@@ -124,6 +129,8 @@ public enum GuestMessage: Sendable, Equatable {
     case fileData([UInt8])
     /// A request failed: the guest's errno (0 if none applies) and what went wrong.
     case failure(errno: Int32, message: String)
+    /// Version 3: the guest's `CLOCK_REALTIME` when it read the `readClock` request.
+    case clock(unixNanoseconds: Int64)
 }
 
 /// A message and the request it belongs to.

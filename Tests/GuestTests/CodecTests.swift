@@ -84,6 +84,9 @@ let hostCases: [HostCase] = [
     HostCase(name: "ping", message: .ping),
     HostCase(name: "zeroFreeMemory", message: .zeroFreeMemory(dropCaches: true)),
     HostCase(name: "zeroFreeMemory, caches kept", message: .zeroFreeMemory(dropCaches: false)),
+    HostCase(name: "readClock", message: .readClock),
+    HostCase(name: "shiftClock back", message: .shiftClock(nanoseconds: -86_400_123_456_789)),
+    HostCase(name: "shiftClock max", message: .shiftClock(nanoseconds: .max)),
 ]
 
 let guestCases: [GuestCase] = [
@@ -110,6 +113,8 @@ let guestCases: [GuestCase] = [
     GuestCase(name: "failure", message: .failure(errno: 2, message: "no such file: /tmp/☃")),
     GuestCase(name: "failure empty", message: .failure(errno: 0, message: "")),
     GuestCase(name: "failure min errno", message: .failure(errno: .min, message: "x")),
+    GuestCase(name: "clock", message: .clock(unixNanoseconds: 1_795_872_450_987_654_321)),
+    GuestCase(name: "clock before the epoch", message: .clock(unixNanoseconds: -1)),
 ]
 
 /// Small cases: cheap enough to cut at every byte.
@@ -168,12 +173,12 @@ extension CodecTests {
 
         @Test func hostCasesCoverEveryKind() {
             let kinds = Set(hostCases.map { body(of: Codec.frame(id: 0, $0.message))[0] })
-            #expect(kinds == Set(1 ... 15))
+            #expect(kinds == Set(1 ... 17))
         }
 
         @Test func guestCasesCoverEveryKind() {
             let kinds = Set(guestCases.map { body(of: Codec.frame(id: 0, $0.message))[0] })
-            #expect(kinds == Set(0x81 ... 0x87))
+            #expect(kinds == Set(0x81 ... 0x88))
         }
 
         @Test func exitStatusKeepsCodeAndSignalApart() throws {
@@ -451,12 +456,12 @@ extension CodecTests {
             }
         }
 
-        @Test(arguments: [0, 16, 17, 0x7F, 0x80, 0x81, 0x87, 0xFF] as [UInt8])
+        @Test(arguments: [0, 18, 19, 0x7F, 0x80, 0x81, 0x88, 0xFF] as [UInt8])
         func unknownHostKindThrows(kind: UInt8) {
             #expect(throws: ProtocolError.unknownKind(kind)) { try Codec.decodeHost([kind] + le32(1)) }
         }
 
-        @Test(arguments: [0, 1, 14, 0x7F, 0x80, 0x88, 0xC0, 0xFF] as [UInt8])
+        @Test(arguments: [0, 1, 14, 0x7F, 0x80, 0x89, 0xC0, 0xFF] as [UInt8])
         func unknownGuestKindThrows(kind: UInt8) {
             #expect(throws: ProtocolError.unknownKind(kind)) { try Codec.decodeGuest([kind] + le32(1)) }
         }

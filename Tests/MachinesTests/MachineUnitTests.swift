@@ -773,5 +773,47 @@ extension MachineUnitTests {
         @Test func everyTripSlowStopsAfterTheAttempts() async throws {
             #expect(try await Self.leads(Array(repeating: 1000, count: 10), attempts: 4) == [0, 500, 500, 500])
         }
+
+        /// Runs the protocol-3 rule over scripted readings (ms); returns how many it took and the
+        /// one it chose.
+        static func quickest(_ readings: [ClockReading], attempts: Int = 8) async throws -> (taken: Int, chosen: ClockReading) {
+            var taken = 0
+            let chosen = try await AgentClient.quickestReading(tolerance: .milliseconds(250), attempts: attempts) {
+                defer { taken += 1 }
+                return readings[taken]
+            }
+            return (taken, chosen)
+        }
+
+        static func reading(sent: Int64, guest: Int64, received: Int64) -> ClockReading {
+            ClockReading(sent: sent * 1_000_000, guest: guest * 1_000_000, received: received * 1_000_000)
+        }
+
+        @Test func theGuestOffsetIsMeasuredFromTheMiddleOfTheTrip() {
+            // Guest 1 s behind, read 100 ms into a 200 ms trip.
+            let r = Self.reading(sent: 10_000, guest: 9_100, received: 10_200)
+            #expect(r.guestAhead == -1_000_000_000)
+            #expect(r.roundTrip == .milliseconds(200))
+        }
+
+        @Test func aQuickReadingEndsTheSearch() async throws {
+            let (taken, chosen) = try await Self.quickest([
+                Self.reading(sent: 0, guest: 0, received: 3_000),
+                Self.reading(sent: 3_000, guest: 3_100, received: 3_200),
+                Self.reading(sent: 3_200, guest: 3_200, received: 3_210),
+            ])
+            #expect(taken == 2)
+            #expect(chosen.roundTrip == .milliseconds(200))
+        }
+
+        @Test func everyReadingSlowKeepsTheQuickest() async throws {
+            // A host loaded for seconds: the quickest of the slow readings bounds the error.
+            let trips: [Int64] = [4_000, 900, 2_500, 1_200]
+            var t: Int64 = 0
+            let readings = trips.map { trip in defer { t += trip }; return Self.reading(sent: t, guest: t, received: t + trip) }
+            let (taken, chosen) = try await Self.quickest(readings, attempts: 4)
+            #expect(taken == 4)
+            #expect(chosen.roundTrip == .milliseconds(900))
+        }
     }
 }

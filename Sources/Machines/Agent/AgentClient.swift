@@ -194,7 +194,7 @@ public actor AgentClient {
     }
 
     /// Sends a request and waits for its single reply.
-    private func request(_ message: HostMessage) async throws -> GuestMessage {
+    func request(_ message: HostMessage) async throws -> GuestMessage {
         let id = allocateID()
         return try await withCheckedThrowingContinuation { c in
             replies[id] = c
@@ -208,7 +208,7 @@ public actor AgentClient {
         replies.removeValue(forKey: id)?.resume(throwing: error)
     }
 
-    private func expectOK(_ message: HostMessage, _ what: String) async throws {
+    func expectOK(_ message: HostMessage, _ what: String) async throws {
         switch try await request(message) {
         case .ok: return
         case .failure(let code, let text): throw StasisError(.guestFailure, text, cause: Errno(code))
@@ -288,42 +288,6 @@ public actor AgentClient {
         try await expectOK(.writeFile(path: path, mode: mode, data: data, append: append), "writeFile")
     }
 
-    /// Sets the guest's wall clock.
-    public func setClock(to date: Date = Date()) async throws {
-        try await expectOK(.setClock(unixNanoseconds: Int64(date.timeIntervalSince1970 * 1e9)), "setClock")
-    }
-
-    /// Sets the guest's wall clock to the host's, off by at most `tolerance` unless every attempt
-    /// was slower; returns the last round trip. The guest sets the time it is sent when it reads
-    /// the request, so a request that waits (a guest still faulting its memory back in after a
-    /// restore, a loaded host) leaves it that far behind: a slow round trip is repeated, aimed
-    /// half a round trip ahead, until one is quick (a guest starved for seconds on a loaded host
-    /// took more than four). A quick trip aimed far ahead set the guest that far ahead, so it
-    /// counts only when its aim was within the tolerance too.
-    @discardableResult
-    public func syncClock(tolerance: Duration = .milliseconds(250), attempts: Int = 8) async throws -> Duration {
-        let clock = ContinuousClock()
-        return try await Self.syncClock(tolerance: tolerance, attempts: attempts) { lead in
-            let start = clock.now
-            try await setClock(to: Date().addingTimeInterval(lead.milliseconds / 1000))
-            return clock.now - start
-        }
-    }
-
-    /// `syncClock`'s rule, around `trip`, which sets the guest clock `lead` ahead of the host's
-    /// and returns how long that took.
-    static func syncClock(tolerance: Duration, attempts: Int, isolation: isolated (any Actor)? = #isolation,
-                          trip: (_ lead: Duration) async throws -> Duration) async throws -> Duration {
-        var lead = Duration.zero
-        var roundTrip = Duration.zero
-        for _ in 0 ..< max(1, attempts) {
-            roundTrip = try await trip(lead)
-            if roundTrip <= tolerance && lead <= tolerance / 2 { break }
-            lead = roundTrip / 2
-        }
-        return roundTrip
-    }
-
     /// Mixes fresh host randomness into the guest kernel's RNG and reseeds it.
     public func reseedRandom() async throws {
         let bytes = (0 ..< 64).map { _ in UInt8.random(in: 0 ... 255) }
@@ -333,9 +297,7 @@ public actor AgentClient {
     /// Makes the guest kernel zero its free memory (dropping clean page cache first with
     /// `dropCaches`), so a snapshot taken next stores it as nothing. Needs agent protocol 2.
     public func zeroFreeMemory(dropCaches: Bool) async throws {
-        guard let info = guestInfo, info.agentVersion >= 2 else {
-            throw StasisError(.unsupported, "the guest agent speaks protocol \(guestInfo?.agentVersion ?? 0); zeroing free memory needs 2")
-        }
+        try requireProtocol(2, for: "zeroing free memory")
         try await expectOK(.zeroFreeMemory(dropCaches: dropCaches), "zeroFreeMemory")
     }
 
