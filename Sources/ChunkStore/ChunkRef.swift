@@ -15,3 +15,15 @@ public struct ChunkRef: Codable, Hashable, Sendable {
         self.storedSize = storedSize
     }
 }
+
+/// How a chunk read is checked.
+public enum ChunkCheck: Sendable {
+    /// Against its name, the SHA-256 of its bytes (and prefix, for a delta): catches any change,
+    /// a valid frame of other bytes put in its place included. `verify` and `get` use it.
+    case name
+    /// Against the content checksum zstd keeps in every frame Stasis writes (XXH64 of the
+    /// decompressed bytes, checked by the decompressor as it goes), falling back to the name
+    /// for a frame without one. It catches damage, and a delta read against other bytes than
+    /// it was made from, for a fraction of the cost: restores use it.
+    case frameChecksum
+}

@@ -191,13 +191,14 @@ public final class ChunkStore: Sendable {
         }
     }
 
-    /// Decompresses chunk `ref` into the first `ref.rawSize` bytes of `buffer`, verifies it, and
-    /// returns the stored frame (for an export that copies it). A delta chunk needs its `prefix`.
+    /// Decompresses chunk `ref` into the first `ref.rawSize` bytes of `buffer`, checks it as
+    /// `check` says, and returns the stored frame (for an export that copies it). A delta chunk needs its `prefix`.
     /// `packedAt`: the chunk is not a file of the store but `ref.storedSize` bytes at that
     /// offset of a pack file the caller has open.
     @discardableResult
     func load(_ ref: ChunkRef, into buffer: UnsafeMutableRawBufferPointer, codec: Zstd,
-              prefix: UnsafeRawBufferPointer? = nil, packedAt: (file: Int32, path: String, offset: Int)? = nil) throws -> [UInt8] {
+              prefix: UnsafeRawBufferPointer? = nil, packedAt: (file: Int32, path: String, offset: Int)? = nil,
+              check: ChunkCheck = .name) throws -> [UInt8] {
         try checkReference(ref)
         let path = packedAt?.path ?? self.path(of: ref.hash)
         let fd = try packedAt?.file ?? FileIO.openForReading(path)
@@ -212,6 +213,7 @@ public final class ChunkStore: Sendable {
         } catch {
             throw StasisError(.corrupted, "chunk \(ref.hash) is damaged\(prefix == nil ? "" : " or its reference changed")", cause: error)
         }
+        if check == .frameChecksum, frame.withUnsafeBytes(Zstd.hasContentChecksum) { return frame }
         let raw = UnsafeRawBufferPointer(rebasing: buffer[0 ..< ref.rawSize])
         guard ChunkStore.name(of: raw, prefix: prefix) == ref.hash else {
             throw StasisError(.corrupted, prefix == nil ? "chunk \(ref.hash) is damaged: its content does not match its hash"

@@ -26,7 +26,7 @@ extension ChunkedFile {
                 if rewritten {
                     // The stored chunk is not this frame's content, or needs a reference to
                     // read: compress the frame anew.
-                    try load(position: position, into: buffer, codec: codec)
+                    try load(position: position, into: buffer, codec: codec, check: .name)
                     stored = try codec.compress(UnsafeRawBufferPointer(rebasing: buffer[0 ..< rawSize]), level: store.level)
                 } else {
                     do { stored = try store.load(ref, into: buffer, codec: codec) } catch {

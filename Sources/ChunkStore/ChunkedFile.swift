@@ -36,7 +36,7 @@ public struct ChunkedFile: Sendable {
 
     /// Writes the whole file to `url` as a sparse file: a temporary file beside it is sized with
     /// ftruncate, only non-zero frames are written (decompressed on several threads, each checked
-    /// against its hash), then it is fsynced and renamed over `url`. A damaged or missing chunk
+    /// against its frame checksum: `ChunkCheck.frameChecksum`), then it is fsynced and renamed over `url`. A damaged or missing chunk
     /// fails the whole write, naming the frame and the chunk, and leaves `url` untouched.
     /// `durable: false` skips the fsync, for a file that need not survive a crash (a new
     /// machine's RAM).
@@ -80,8 +80,8 @@ public struct ChunkedFile: Sendable {
         try write(positions: positions, to: fd, name: url.path)
     }
 
-    /// The uncompressed bytes of frame `index`, checked against its hash; zeros for a zero frame.
-    public func readFrame(_ index: Int, codec: Zstd? = nil) throws -> [UInt8] {
+    /// The uncompressed bytes of frame `index`, checked as `check` says; zeros for a zero frame.
+    public func readFrame(_ index: Int, codec: Zstd? = nil, check: ChunkCheck = .frameChecksum) throws -> [UInt8] {
         guard index >= 0, index < frames.frameCount else {
             throw StasisError(.invalidArgument, "frame \(index) is outside 0..<\(frames.frameCount)")
         }
@@ -92,18 +92,19 @@ public struct ChunkedFile: Sendable {
         let raw = frames.rawSize(ofFrame: index)
         return try [UInt8](unsafeUninitializedCapacity: raw) { buffer, count in
             count = 0
-            try load(position: position, into: UnsafeMutableRawBufferPointer(buffer), codec: zstd)
+            try load(position: position, into: UnsafeMutableRawBufferPointer(buffer), codec: zstd, check: check)
             count = raw
         }
     }
 
     /// Decompresses the `position`-th non-zero frame into the start of `buffer`: its chunk, then
-    /// its page patches over it, each checked against its hash. Returns the frame's length; an
+    /// its page patches over it, each checked as `check` says. Returns the frame's length; an
     /// error names the frame and the chunk that failed.
     @discardableResult
-    func load(position: Int, into buffer: UnsafeMutableRawBufferPointer, codec: Zstd, packs: WorkerPacks? = nil) throws -> Int {
+    func load(position: Int, into buffer: UnsafeMutableRawBufferPointer, codec: Zstd, packs: WorkerPacks? = nil,
+              check: ChunkCheck) throws -> Int {
         let index = frames.nonZeroFrames[position]
-        let ref = try loadChunk(position: position, into: buffer, codec: codec)
+        let ref = try loadChunk(position: position, into: buffer, codec: codec, check: check)
         for patch in frames.patches(at: position) {
             let offset = patch.page * FrameList.pageSize
             let length = FrameList.rawSize(ofPage: patch.page, frameRawSize: ref.rawSize)
@@ -116,9 +117,11 @@ public struct ChunkedFile: Sendable {
                 if patch.isDelta {
                     // Compressed against the page it replaces, which the frame's chunk just wrote.
                     let beneath = [UInt8](UnsafeRawBufferPointer(page))
-                    _ = try beneath.withUnsafeBytes { try store.load(chunk, into: page, codec: codec, prefix: $0, packedAt: packedAt) }
+                    _ = try beneath.withUnsafeBytes {
+                        try store.load(chunk, into: page, codec: codec, prefix: $0, packedAt: packedAt, check: check)
+                    }
                 } else {
-                    try store.load(chunk, into: page, codec: codec, packedAt: packedAt)
+                    try store.load(chunk, into: page, codec: codec, packedAt: packedAt, check: check)
                 }
             }
             do {
@@ -159,7 +162,7 @@ public struct ChunkedFile: Sendable {
     /// Decompresses only the `position`-th non-zero frame's chunk (no patches): a delta chunk
     /// against the reference's bytes for that frame. Returns the chunk.
     @discardableResult
-    func loadChunk(position: Int, into buffer: UnsafeMutableRawBufferPointer, codec: Zstd) throws -> ChunkRef {
+    func loadChunk(position: Int, into buffer: UnsafeMutableRawBufferPointer, codec: Zstd, check: ChunkCheck) throws -> ChunkRef {
         let index = frames.nonZeroFrames[position]
         let ref = frames.ref(at: position)
         do {
@@ -167,9 +170,9 @@ public struct ChunkedFile: Sendable {
                 let prefix = UnsafeMutableRawBufferPointer.allocate(byteCount: ref.rawSize, alignment: 4096)
                 defer { prefix.deallocate() }
                 try readReference(forFrame: index, into: prefix)
-                try store.load(ref, into: buffer, codec: codec, prefix: UnsafeRawBufferPointer(prefix))
+                try store.load(ref, into: buffer, codec: codec, prefix: UnsafeRawBufferPointer(prefix), check: check)
             } else {
-                try store.load(ref, into: buffer, codec: codec)
+                try store.load(ref, into: buffer, codec: codec, check: check)
             }
         } catch {
             throw ChunkedFile.frameError(index, ref, error)
@@ -193,7 +196,7 @@ public struct ChunkedFile: Sendable {
         }
     }
 
-    /// Reads and checks every chunk of the file without writing anything.
+    /// Reads every chunk of the file and checks it against its name, without writing anything.
     public func verify() throws {
         let positions = frames.nonZeroFrames.count
         let batches = (positions + ChunkedFile.framesPerBatch - 1) / ChunkedFile.framesPerBatch
@@ -207,7 +210,7 @@ public struct ChunkedFile: Sendable {
             while let batch = work.take(below: batches) {
                 let start = batch * ChunkedFile.framesPerBatch
                 for position in start ..< min(start + ChunkedFile.framesPerBatch, positions) {
-                    try file.load(position: position, into: buffer, codec: codec, packs: packs)
+                    try file.load(position: position, into: buffer, codec: codec, packs: packs, check: .name)
                 }
             }
         }
@@ -239,7 +242,7 @@ public struct ChunkedFile: Sendable {
                 let start = batch * ChunkedFile.framesPerBatch
                 for position in positions[start ..< min(start + ChunkedFile.framesPerBatch, positions.count)] {
                     let index = frames.nonZeroFrames[position]
-                    let length = try file.load(position: position, into: buffer, codec: codec, packs: packs)
+                    let length = try file.load(position: position, into: buffer, codec: codec, packs: packs, check: .frameChecksum)
                     do {
                         try FileIO.write(fd, UnsafeRawBufferPointer(rebasing: buffer[0 ..< length]), at: index * frames.frameSize)
                     } catch {

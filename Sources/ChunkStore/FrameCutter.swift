@@ -169,7 +169,7 @@ public struct FrameCutter: Sendable {
                        codec: Zstd, packing: Bool, basePacked: [String: (location: FrameList.PackLocation, storedSize: Int)],
                        tally: inout Tally) throws -> (ChunkRef, [FrameList.PagePatch])? {
         guard let position = base.position(ofFrame: index), let ours = frame.baseAddress, let theirs = scratch.baseAddress,
-              let baseRef = try? base.loadChunk(position: position, into: scratch, codec: codec),
+              let baseRef = try? base.loadChunk(position: position, into: scratch, codec: codec, check: .frameChecksum),
               baseRef.rawSize == frame.count else { return nil }
         var changed: [Int] = []
         for page in 0 ..< (frame.count + FrameList.pageSize - 1) / FrameList.pageSize {

@@ -144,6 +144,12 @@ public final class Zstd {
         }
     }
 
+    /// Whether `frame` carries a content checksum, which the decompressor checks on its own.
+    public static func hasContentChecksum(_ frame: UnsafeRawBufferPointer) -> Bool {
+        var header = ZSTD_frameHeader()
+        return ZSTD_getFrameHeader(&header, frame.baseAddress, frame.count) == 0 && header.checksumFlag != 0
+    }
+
     /// Refuses a frame before any allocation: its declared size must be the expected one, within
     /// the cap, within what a frame of its length can expand to, and the frame must end exactly at
     /// the end of the buffer.

@@ -253,6 +253,7 @@ struct RestoreReport: BenchReport {
             ["compatibility (qemu --version, layout, kernel)", fmt(s.compatibility, 1), "-"],
             ["machine record + disk overlay (qemu-img create)", fmt(s.recordAndOverlay, 1), "(before clock)"],
             ["RAM written from the chunk store", fmt(s.ramCopy, 1), "-"],
+            ["device state put back together (delta over its base)", fmt(s.stateWrite, 1), "-"],
             ["record writes", fmt(s.recordWrites, 1), "-"],
             ["QEMU process start (until -daemonize returns)", fmt(s.qemuStart, 1), fmt(plainStarted.median, 1)],
             ["device state loaded (query-status leaves inmigrate)", fmt(s.deviceStateLoaded, 1), fmt(plainLoaded.median - plainStarted.median, 1)],

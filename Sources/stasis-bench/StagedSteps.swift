@@ -201,8 +201,12 @@ struct RestoreStages: Encodable {
     var compatibility = 0.0
     /// `MachineStore.create` and the disk overlay (`qemu-img create`).
     var recordAndOverlay = 0.0
-    /// `cp --sparse=always` of the snapshot's RAM file.
+    /// The snapshot's RAM file written from the chunk store (or `cp --sparse=always` of a
+    /// snapshot that keeps a plain one).
     var ramCopy = 0.0
+    /// The device state put back together from a stored delta over its base (0 for a
+    /// snapshot that keeps it whole).
+    var stateWrite = 0.0
     /// Record writes before QEMU starts (restored-from fields, starting).
     var recordWrites = 0.0
     /// `QEMUEngine.launch`: command line written, QEMU spawned, until -daemonize returned.
@@ -253,7 +257,7 @@ struct RestoreStages: Encodable {
     static func median(_ all: [RestoreStages]) -> RestoreStages {
         func m(_ f: (RestoreStages) -> Double) -> Double { Summary.median(all.map(f).filter { !$0.isNaN }.sorted()) }
         return RestoreStages(find: m(\.find), verify: m(\.verify), compatibility: m(\.compatibility), recordAndOverlay: m(\.recordAndOverlay),
-                             ramCopy: m(\.ramCopy), recordWrites: m(\.recordWrites), qemuStart: m(\.qemuStart),
+                             ramCopy: m(\.ramCopy), stateWrite: m(\.stateWrite), recordWrites: m(\.recordWrites), qemuStart: m(\.qemuStart),
                              deviceStateLoaded: m(\.deviceStateLoaded), cont: m(\.cont), agentSteps: m(\.agentSteps),
                              firstExec: m(\.firstExec), total: m(\.total), secondExec: m(\.secondExec),
                              agentWork: .median(all.map(\.agentWork)), firstExecWork: .median(all.map(\.firstExecWork)),
@@ -297,6 +301,13 @@ enum StagedRestore {
             throw StasisError(.unsupported, "the staged restore handles snapshots with a memory part only")
         }
         s.ramCopy = lap()
+        let stateFile = manifest.stateBase == nil ? dir.appendingPathComponent(manifest.state.file) : paths.restoredState
+        if manifest.stateBase != nil {
+            let snapshots = snapshotter.snapshots
+            try await runBlocking { try snapshots.restoreDeviceState(manifest, to: stateFile) }
+        }
+        defer { if manifest.stateBase != nil { try? FileManager.default.removeItem(at: stateFile) } }
+        s.stateWrite = lap()
         record.diskBase = disk.path
         record.diskBaseFormat = "qcow2"
         record.restoredFrom = manifest.id
@@ -334,7 +345,7 @@ enum StagedRestore {
         let start = c.now
         try await QMPClient.connect(socketPath: paths.qmpSocket.path) { qmp in
             try await qmp.execute("migrate-set-capabilities", ["capabilities": [["capability": "x-ignore-shared", "state": !ramInState] as [String: any Sendable]] as [any Sendable]])
-            try await qmp.execute("migrate-incoming", ["uri": "exec:cat '\(dir.appendingPathComponent(manifest.state.file).path)'"])
+            try await qmp.execute("migrate-incoming", ["uri": "exec:cat '\(stateFile.path)'"])
             let deadline = c.now + .seconds(120)
             while true {
                 guard c.now < deadline else { throw StasisError(.timeout, "QEMU did not load the state in 120 s") }
@@ -388,7 +399,7 @@ enum StagedRestore {
         s.agentWork = .between(afterCont, afterAgent)
         s.firstExecWork = .between(afterAgent, afterFirst)
         s.secondExecWork = .between(afterFirst, afterSecond)
-        s.total = s.find + s.verify + s.compatibility + s.recordAndOverlay + s.ramCopy + s.recordWrites + s.qemuStart
+        s.total = s.find + s.verify + s.compatibility + s.recordAndOverlay + s.ramCopy + s.stateWrite + s.recordWrites + s.qemuStart
             + s.deviceStateLoaded + s.cont + s.agentSteps + s.firstExec
         return (s, machine)
     }

@@ -91,6 +91,46 @@ import Testing
         #expect(error?.description.contains("does not match its hash") == true)
     }
 
+    /// Reads chunk `ref` as a restore does: checked by the frame's own checksum.
+    static func loadChecked(_ store: ChunkStore, _ ref: ChunkRef) throws {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: ref.rawSize, alignment: 16)
+        defer { buffer.deallocate() }
+        try store.load(ref, into: buffer, codec: try Zstd(), check: .frameChecksum)
+    }
+
+    @Test(arguments: [12, -4, -1])
+    func theFrameChecksumCatchesAFlippedByte(offset: Int) throws {
+        // -4 and -1 are bytes of the checksum itself: nothing but the checksum can notice them.
+        let dir = try makeTemporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = try ChunkStore(root: dir)
+        var rng = SeededGenerator(seed: 5)
+        let ref = try #require(try store.put(sampleBytes(8192, &rng)))
+        try Self.loadChecked(store, ref)
+        try flipByte(of: store.path(of: ref.hash), at: offset >= 0 ? offset : ref.storedSize + offset)
+        let error = #expect(throws: StasisError.self) { try Self.loadChecked(store, ref) }
+        #expect(error?.code == .corrupted)
+        #expect(error?.description.contains(ref.hash) == true, "\(String(describing: error))")
+    }
+
+    @Test func aFrameWithoutAChecksumIsCheckedByName() throws {
+        // A valid frame of other bytes, its checksum flag cleared and its checksum dropped: the
+        // frame-checksum read must fall back to the name to notice.
+        let dir = try makeTemporaryFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = try ChunkStore(root: dir)
+        let ref = try #require(try store.put([UInt8](repeating: 1, count: 4096)))
+        var other = try Zstd().compress([UInt8](repeating: 2, count: 4096))
+        #expect(other.withUnsafeBytes(Zstd.hasContentChecksum))
+        other[4] &= ~0x04
+        other.removeLast(4)
+        #expect(!other.withUnsafeBytes(Zstd.hasContentChecksum))
+        #expect(try Zstd().decompress(other, expectedSize: 4096) == [UInt8](repeating: 2, count: 4096))
+        try Data(other).write(to: URL(fileURLWithPath: store.path(of: ref.hash)))
+        let error = #expect(throws: StasisError.self) { try Self.loadChecked(store, ref) }
+        #expect(error?.description.contains("does not match its hash") == true, "\(String(describing: error))")
+    }
+
     @Test func missingChunksAndBadReferences() throws {
         let dir = try makeTemporaryFolder()
         defer { try? FileManager.default.removeItem(at: dir) }
