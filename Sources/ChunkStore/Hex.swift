@@ -31,6 +31,12 @@ enum Hex {
     static func decode(_ text: String) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(text.utf8.count / 2)
+        append(text, to: &out)
+        return out
+    }
+
+    /// Appends the bytes of a hex string already checked by `isDigest` to `out`.
+    static func append(_ text: String, to out: inout [UInt8]) {
         var high: UInt8?
         for c in text.utf8 {
             let value = c <= 0x39 ? c &- 0x30 : c &- 0x61 &+ 10
@@ -41,7 +47,6 @@ enum Hex {
                 high = value
             }
         }
-        return out
     }
 
     private static func digit(_ value: UInt8) -> UInt8 { value < 10 ? 0x30 + value : 0x61 - 10 + value }

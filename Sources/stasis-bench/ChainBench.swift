@@ -75,6 +75,9 @@ struct ChainBench: AsyncParsableCommand {
         /// Where a restore of the first and the last snapshot differ.
         var first: RestoreShape
         var last: RestoreShape
+        /// The same restores step by step (`StagedRestore`), medians.
+        var firstStages: RestoreStages
+        var lastStages: RestoreStages
         var command: String
 
         /// What a restore of one snapshot has to do before QEMU runs.
@@ -115,8 +118,33 @@ struct ChainBench: AsyncParsableCommand {
                 ["  non-zero frames (patched)", "\(last.frames) (\(last.patchedFrames))", "snapshot 1: \(first.frames) (\(first.patchedFrames))", "", "", ""],
                 ["  disk layers opened", "\(last.diskLayers)", "snapshot 1: \(first.diskLayers)", "", "", ""],
             ]))
+
+            Where the time goes: the same restores step by step (medians of \(firstStages.runs) staged rounds, ms)
+            \(table(["stage", "snapshot 1", "snapshot \(snapshots)", "difference"], stageRows))
             \(command)
             """
+        }
+
+        /// Each restore stage of snapshot 1 and N side by side, then what QEMU did after `cont`.
+        var stageRows: [[String]] {
+            let a = firstStages, b = lastStages
+            func row(_ name: String, _ f: (RestoreStages) -> Double) -> [String] {
+                [name, fmt(f(a), 1), fmt(f(b), 1), fmt(f(b) - f(a), 1)]
+            }
+            return [
+                row("find + verify + compatibility") { $0.find + $0.verify + $0.compatibility },
+                row("record + disk overlay (qemu-img create)") { $0.recordAndOverlay },
+                row("RAM written from the store") { $0.ramCopy },
+                row("device state put back together") { $0.stateWrite },
+                row("QEMU process start") { $0.qemuStart },
+                row("device state loaded") { $0.deviceStateLoaded + $0.cont },
+                row("agent: hello, clock, RNG, hostname, generation") { $0.agentSteps },
+                row("first answered exec") { $0.firstExec },
+                row("total") { $0.total },
+                row("  QEMU CPU in the agent steps + first exec") { $0.agentWork.qemuCPU + $0.firstExecWork.qemuCPU },
+                row("  guest pages first touched (minor faults)") { $0.agentWork.minorFaults + $0.firstExecWork.minorFaults },
+                row("  guest code blocks translated (TBs)") { $0.agentWork.translatedBlocks + $0.firstExecWork.translatedBlocks },
+            ]
         }
     }
 
@@ -179,6 +207,15 @@ struct ChainBench: AsyncParsableCommand {
             }
             progress("  restore round \(round): first \(fmt(first.last ?? 0)) ms, last \(fmt(last.last ?? 0)) ms")
         }
+        var staged: [[RestoreStages]] = [[], []]
+        for round in 1 ... restores {
+            for (id, into) in [(firstID, 0), (lastID, 1)] {
+                let (stages, machine) = try await StagedRestore.run(snapshotter, id: id, name: "chain-staged")
+                try await machine.remove(force: true)
+                staged[into].append(stages)
+            }
+            progress("  staged restore round \(round): first \(fmt(staged[0].last?.total ?? 0)) ms, last \(fmt(staged[1].last?.total ?? 0)) ms")
+        }
         var shapes: [Report.RestoreShape] = []
         for id in [firstID, lastID] { shapes.append(try await Self.shape(of: id, snapshots: snapshotter.snapshots, work: run.work, runs: restores)) }
         if keepHome {
@@ -192,7 +229,7 @@ struct ChainBench: AsyncParsableCommand {
             stateBytes: chain.reduce(0) { $0 + Int($1.stateStoredBytes) }, diskBytes: chain.reduce(0) { $0 + Int($1.disk.allocated) },
             storedByKind: added, baseLists: Self.distinct(chain.compactMap(\.memoryFramesBase)),
             baseStates: Self.distinct(chain.compactMap(\.stateBase)), sharedDisks: chain.filter { $0.disk.allocated == 0 }.count, takeMs: Summary(takeMs), firstRestoreMs: Summary(first), lastRestoreMs: Summary(last),
-            first: shapes[0], last: shapes[1], command: command)
+            first: shapes[0], last: shapes[1], firstStages: .median(staged[0]), lastStages: .median(staged[1]), command: command)
     }
 
     /// The frames, disk layers and RAM-writing time of one snapshot's restore.

@@ -193,6 +193,8 @@ enum StagedTake {
 
 /// Milliseconds spent in each step of one restore, as `Snapshotter.restore` does them.
 struct RestoreStages: Encodable {
+    /// How many staged restores a median was taken over (1 for a single one).
+    var runs = 1
     /// `SnapshotStore.find`: listing (with the staging sweep) and reading manifests.
     var find = 0.0
     /// `SnapshotStore.verify`: size and FileDigest of every part.
@@ -256,7 +258,7 @@ struct RestoreStages: Encodable {
 
     static func median(_ all: [RestoreStages]) -> RestoreStages {
         func m(_ f: (RestoreStages) -> Double) -> Double { Summary.median(all.map(f).filter { !$0.isNaN }.sorted()) }
-        return RestoreStages(find: m(\.find), verify: m(\.verify), compatibility: m(\.compatibility), recordAndOverlay: m(\.recordAndOverlay),
+        return RestoreStages(runs: all.count, find: m(\.find), verify: m(\.verify), compatibility: m(\.compatibility), recordAndOverlay: m(\.recordAndOverlay),
                              ramCopy: m(\.ramCopy), stateWrite: m(\.stateWrite), recordWrites: m(\.recordWrites), qemuStart: m(\.qemuStart),
                              deviceStateLoaded: m(\.deviceStateLoaded), cont: m(\.cont), agentSteps: m(\.agentSteps),
                              firstExec: m(\.firstExec), total: m(\.total), secondExec: m(\.secondExec),
