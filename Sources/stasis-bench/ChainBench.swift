@@ -132,7 +132,9 @@ struct ChainBench: AsyncParsableCommand {
                 [name, fmt(f(a), 1), fmt(f(b), 1), fmt(f(b) - f(a), 1)]
             }
             return [
-                row("find + verify + compatibility") { $0.find + $0.verify + $0.compatibility },
+                row("find (manifest, frame list decoded)") { $0.find },
+                row("verify (parts, every chunk and pack present)") { $0.verify },
+                row("compatibility (QEMU, device layout, kernel)") { $0.compatibility },
                 row("record + disk overlay (qemu-img create)") { $0.recordAndOverlay },
                 row("RAM written from the store") { $0.ramCopy },
                 row("device state put back together") { $0.stateWrite },
