@@ -20,10 +20,14 @@ public struct MachineSpec: Codable, Sendable, Equatable {
     /// Whether the guest kernel zeroes memory as it frees it (`init_on_free=1`), so what a
     /// finished process used is stored as nothing in the next snapshot instead of as changes.
     public var zeroFreedMemory: Bool
+    /// Whether the guest keeps written data in its page cache until a program syncs it or it is
+    /// an hour old, instead of writing it to disk within seconds: data a snapshot also holds in
+    /// RAM is then not stored a second time in the snapshot's disk layer.
+    public var deferWriteback: Bool
 
     public init(image: String, memoryMiB: Int = 512, cpus: Int = 1, ports: [PortForward] = [],
                 network: NetworkMode = .isolated, allowedHosts: [HostService] = [], accelerator: AcceleratorPreference = .auto,
-                zeroFreedMemory: Bool = true) {
+                zeroFreedMemory: Bool = true, deferWriteback: Bool = true) {
         self.image = image
         self.memoryMiB = memoryMiB
         self.cpus = cpus
@@ -32,10 +36,11 @@ public struct MachineSpec: Codable, Sendable, Equatable {
         self.allowedHosts = allowedHosts
         self.accelerator = accelerator
         self.zeroFreedMemory = zeroFreedMemory
+        self.deferWriteback = deferWriteback
     }
 
     private enum CodingKeys: String, CodingKey {
-        case image, memoryMiB, cpus, ports, network, allowedHosts, accelerator, zeroFreedMemory
+        case image, memoryMiB, cpus, ports, network, allowedHosts, accelerator, zeroFreedMemory, deferWriteback
     }
 
     public init(from decoder: any Decoder) throws {
@@ -49,6 +54,7 @@ public struct MachineSpec: Codable, Sendable, Equatable {
         accelerator = try container.decode(AcceleratorPreference.self, forKey: .accelerator)
         // Records and snapshots made before this setting booted without it.
         zeroFreedMemory = try container.decodeIfPresent(Bool.self, forKey: .zeroFreedMemory) ?? false
+        deferWriteback = try container.decodeIfPresent(Bool.self, forKey: .deferWriteback) ?? false
     }
 
     /// Parses `512M`, `1G`, `2048` (MiB) into MiB.

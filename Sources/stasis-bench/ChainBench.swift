@@ -34,6 +34,7 @@ struct ChainBench: AsyncParsableCommand {
     @Option(help: "Every this many snapshots, suspend (stop-mode snapshot) and restore, as an idle session does.")
     var suspendEvery = 10
     @Flag(inversion: .prefixedNo, help: "Boot the guest with init_on_free=1, as `stasis run` does by default.") var zeroFreedMemory = true
+    @Flag(inversion: .prefixedNo, help: "Boot the guest with deferred writeback, as `stasis run` does by default.") var deferWriteback = true
     @Flag(help: "After each write, sync the file and drop its pages from the guest's page cache (GNU dd iflag=nocache): what the store would gain if turn snapshots did that for the files a turn wrote.")
     var dropWrittenCache = false
     @Flag(help: "Keep the chain's $STASIS_HOME where it is afterwards (its path is printed), to inspect or profile its snapshots with STASIS_HOME=PATH stasis … (snapshot disks name their backing files by absolute path, so it cannot move).")
@@ -152,7 +153,7 @@ struct ChainBench: AsyncParsableCommand {
 
     func run() async throws {
         let memoryMiB = try MachineSpec.parseMemory(memory)
-        let command = "stasis-bench chain --snapshots \(snapshots) --image \(image) --memory \(memory) --change-bytes \(changeBytes) --restores \(restores) --suspend-every \(suspendEvery)" + (zeroFreedMemory ? "" : " --no-zero-freed-memory") + (dropWrittenCache ? " --drop-written-cache" : "")
+        let command = "stasis-bench chain --snapshots \(snapshots) --image \(image) --memory \(memory) --change-bytes \(changeBytes) --restores \(restores) --suspend-every \(suspendEvery)" + (zeroFreedMemory ? "" : " --no-zero-freed-memory") + (deferWriteback ? "" : " --no-defer-writeback") + (dropWrittenCache ? " --drop-written-cache" : "")
         try await BenchRun.main(json: json, quietTimeout: 60) { run, _ in
             try await measure(run, memoryMiB: memoryMiB, command: command)
         }
@@ -160,7 +161,7 @@ struct ChainBench: AsyncParsableCommand {
 
     private func measure(_ run: BenchRun, memoryMiB: Int, command: String) async throws -> Report {
         let (home, source) = try await StasisGuest.bootInFreshHome(run, folder: run.work.appendingPathComponent("chain"), prefix: "chain-",
-                                                                   image: image, memoryMiB: memoryMiB, idle: 2, zeroFreedMemory: zeroFreedMemory)
+                                                                   image: image, memoryMiB: memoryMiB, idle: 2, zeroFreedMemory: zeroFreedMemory, deferWriteback: deferWriteback)
         await WarmStart.prewarm(source)
         let snapshotter = Snapshotter(home: home)
         let bootSnapshot = try await snapshotter.take(source, tag: "boot", leaveRunning: false)

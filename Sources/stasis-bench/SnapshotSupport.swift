@@ -265,12 +265,12 @@ enum StasisGuest {
     /// that shares `run`'s kernel, agent and image; its machines, named `prefix…`, are removed
     /// however the benchmark ends.
     static func bootInFreshHome(_ run: BenchRun, folder: URL, prefix: String, image: String, memoryMiB: Int,
-                                idle: Double, zeroFreedMemory: Bool = true) async throws -> (home: StasisHome, machine: Machine) {
+                                idle: Double, zeroFreedMemory: Bool = true, deferWriteback: Bool = true) async throws -> (home: StasisHome, machine: Machine) {
         let home = try SessionBench.temporaryHome(in: folder, sharing: run.home, image: image)
         Cleanup.shared.claimMachines(home: home, prefix: prefix)
         let local = BenchRun(home: home, prefix: prefix, work: folder, cli: nil)
         let artifacts = try await BootArtifacts.resolve(home: home, image: image)
-        let spec = MachineSpec(image: image, memoryMiB: memoryMiB, network: .none, zeroFreedMemory: zeroFreedMemory)
+        let spec = MachineSpec(image: image, memoryMiB: memoryMiB, network: .none, zeroFreedMemory: zeroFreedMemory, deferWriteback: deferWriteback)
         return (home, try await Self.boot(local, name: "\(prefix)source", spec: spec, boot: artifacts, idle: idle, timeout: 300))
     }
 

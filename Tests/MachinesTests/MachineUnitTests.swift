@@ -140,6 +140,17 @@ extension MachineUnitTests {
             let off = MachineSpec(image: "debian", zeroFreedMemory: false)
             #expect(try JSONDecoder().decode(MachineSpec.self, from: JSONEncoder().encode(off)) == off)
         }
+
+        /// Likewise deferred writeback: on by default, off for what was written before it existed.
+        @Test func deferredWritebackIsTheDefaultButNotForOldRecords() throws {
+            #expect(MachineSpec(image: "debian").deferWriteback)
+            var json = try #require(try JSONSerialization.jsonObject(with: JSONEncoder().encode(MachineSpec(image: "debian"))) as? [String: Any])
+            #expect(json.removeValue(forKey: "deferWriteback") as? Bool == true)
+            let old = try JSONDecoder().decode(MachineSpec.self, from: JSONSerialization.data(withJSONObject: json))
+            #expect(!old.deferWriteback)
+            let off = MachineSpec(image: "debian", deferWriteback: false)
+            #expect(try JSONDecoder().decode(MachineSpec.self, from: JSONEncoder().encode(off)) == off)
+        }
     }
 }
 
@@ -297,15 +308,25 @@ extension MachineUnitTests {
 
         static var paths: MachinePaths { MachinePaths(home: home, id: id) }
 
-        @Test(arguments: [true, false])
-        func initOnFreeFollowsTheSpec(zeroFreed: Bool) {
-            let record = MachineRecord(id: Self.id, name: "web-1", spec: MachineSpec(image: "debian", zeroFreedMemory: zeroFreed),
-                                       autoRemove: false, engine: "qemu")
+        /// The kernel command line of a TCG machine with `spec`, word by word.
+        static func kernelWords(_ spec: MachineSpec) -> [Substring] {
+            let record = MachineRecord(id: id, name: "web-1", spec: spec, autoRemove: false, engine: "qemu")
             let boot = BootArtifacts(kernel: URL(fileURLWithPath: "/k/vmlinuz"), initramfs: URL(fileURLWithPath: "/k/initrd.img"),
                                      kernelVersion: "6.1.0", imageDisk: URL(fileURLWithPath: "/i/disk.raw"))
-            let line = QEMUCommandLine(record: record, paths: Self.paths, boot: boot,
-                                       accelerator: AcceleratorChoice(kind: .tcg, reason: "test"), tscKHz: nil).kernelCommandLine
-            #expect(line.split(separator: " ").contains("init_on_free=1") == zeroFreed, "\(line)")
+            return QEMUCommandLine(record: record, paths: paths, boot: boot,
+                                   accelerator: AcceleratorChoice(kind: .tcg, reason: "test"), tscKHz: nil).kernelCommandLine.split(separator: " ")
+        }
+
+        @Test(arguments: [true, false])
+        func initOnFreeFollowsTheSpec(zeroFreed: Bool) {
+            let words = Self.kernelWords(MachineSpec(image: "debian", zeroFreedMemory: zeroFreed))
+            #expect(words.contains("init_on_free=1") == zeroFreed, "\(words)")
+        }
+
+        @Test(arguments: [true, false])
+        func deferredWritebackFollowsTheSpec(deferred: Bool) {
+            let words = Self.kernelWords(MachineSpec(image: "debian", deferWriteback: deferred))
+            #expect(words.contains("stasis.writeback=deferred") == deferred, "\(words)")
         }
 
         @Test func isolatedNetworkIsRestricted() throws {

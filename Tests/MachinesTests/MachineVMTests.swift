@@ -23,6 +23,17 @@ struct MachineVMTests {
         #expect(await machine.record.accelerator != nil)
     }
 
+    /// Machines boot with deferred writeback unless told not to (`MachineSpec.deferWriteback`):
+    /// the agent sets the expiry to an hour and the root disk's share of the dirty limits.
+    @Test func writebackIsDeferredByDefault() async throws {
+        let machine = try await VMFixture.shared.machine()
+        #expect(await machine.record.spec.deferWriteback)
+        let result = try await machine.withAgent { agent in
+            try await sh(agent, "cat /proc/sys/vm/dirty_expire_centisecs /sys/block/vda/bdi/min_ratio")
+        }
+        #expect(result.out == "360000\n90\n", "\(result)")
+    }
+
     @Test(arguments: [(script: "exit 0", code: Int32(0)), ("exit 7", 7), ("exit 255", 255), ("kill -TERM $$", 143), ("kill -KILL $$", 137)])
     func exitCodesAndSignals(script: String, code: Int32) async throws {
         let machine = try await VMFixture.shared.machine()

@@ -31,6 +31,7 @@ public struct QEMUCommandLine: Sendable {
         var words = ["console=ttyS0", "quiet", "panic=-1", "reboot=t", "stasis.hostname=\(record.name)"]
         if accelerator.kind == .tcg, let tscKHz { words.append("tsc_early_khz=\(tscKHz)") }
         if record.spec.zeroFreedMemory { words.append("init_on_free=1") }
+        if record.spec.deferWriteback { words.append("stasis.writeback=deferred") }
         switch record.spec.network {
         case .none: words.append("stasis.net=none")
         case .isolated: words.append("stasis.net=\(Self.guestAddress),\(Self.gatewayAddress)")

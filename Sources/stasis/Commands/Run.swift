@@ -48,6 +48,10 @@ struct Run: AsyncParsableCommand {
         "Have the guest kernel zero memory as it frees it (init_on_free=1): what a finished process used is stored as nothing in the next snapshot. Costs ~2 s of a cold boot under TCG (once per image with warm start)."))
     var zeroFreedMemory = true
 
+    @Flag(inversion: .prefixedNo, help: ArgumentHelp(
+        "Keep what the guest writes in its page cache until a program syncs it or it is an hour old, instead of writing it to disk within seconds: a snapshot then stores it once, in RAM, not again in its disk layer. Unsynced writes of a machine killed without a snapshot are lost, as on a power cut."))
+    var deferWriteback = true
+
     @Flag(help: "Remove the machine when it stops.")
     var rm = false
 
@@ -87,7 +91,7 @@ struct Run: AsyncParsableCommand {
             image: image, memoryMiB: try MachineSpec.parseMemory(memory), cpus: cpus,
             ports: try publish.map { try PortForward(parsing: $0) }, network: network,
             allowedHosts: try allowHost.enumerated().map { try HostService.parse($1, index: $0) }, accelerator: accel,
-            zeroFreedMemory: zeroFreedMemory)
+            zeroFreedMemory: zeroFreedMemory, deferWriteback: deferWriteback)
         let argv = command.first == "--" ? Array(command.dropFirst()) : command
         let request = try process.request(argv.isEmpty ? ["/bin/sh"] : argv,
                                           detach: detach, outputPath: detach ? "/dev/console" : "")
