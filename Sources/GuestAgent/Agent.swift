@@ -102,13 +102,6 @@ final class Agent {
         log("serving \(ports.map(\.name).joined(separator: ","))")
     }
 
-    /// `CLOCK_REALTIME` in nanoseconds since the epoch.
-    private static func wallClock() -> Int64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
-    }
-
     private func setWallClock(_ port: Int, _ id: UInt32, to ns: Int64) {
         var ts = timespec(tv_sec: Int(ns / 1_000_000_000), tv_nsec: Int(ns % 1_000_000_000))
         if clock_settime(CLOCK_REALTIME, &ts) == 0 { reply(port, id, .ok) } else {
@@ -335,10 +328,10 @@ final class Agent {
         case .setClock(let ns):
             setWallClock(port, id, to: ns)
         case .readClock:
-            reply(port, id, .clock(unixNanoseconds: Self.wallClock()))
+            reply(port, id, .clock(unixNanoseconds: WallClock.nanoseconds()))
         case .shiftClock(let ns):
             // Read and set back to back, so the shift lands exactly whenever the request arrived.
-            setWallClock(port, id, to: Self.wallClock() &+ ns)
+            setWallClock(port, id, to: WallClock.nanoseconds() &+ ns)
         case .addEntropy(let bytes):
             if cshim_add_entropy_and_reseed(bytes, bytes.count) == 0 { reply(port, id, .ok) } else {
                 let e = POSIX.errno

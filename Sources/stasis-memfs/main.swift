@@ -15,7 +15,7 @@ struct StasisMemfs: ParsableCommand {
         discussion: """
         Mounts a FUSE file system with one file, `memory`, at --mount and writes "ready" on \
         standard output once it can be opened. A frame of the snapshot's RAM is decompressed (and \
-        checked against its hash) the first time the guest touches it. It exits and unmounts when \
+        checked by its zstd checksum) the first time the guest touches it. It exits and unmounts when \
         the QEMU that opened the file closes it, or after --open-timeout if nothing opens it.
         """)
 
@@ -28,7 +28,7 @@ struct StasisMemfs: ParsableCommand {
         OpenFileLimit.raiseToHardLimit()
         let store = SnapshotStore(home: StasisHome(root: URL(fileURLWithPath: home)))
         // The restore that started this has just verified the snapshot; each frame is checked
-        // against its hash as it is read.
+        // by its zstd checksum as it is read.
         let manifest = try store.manifest(snapshot)
         let file = try store.chunkedMemory(manifest)
         let id = manifest.id

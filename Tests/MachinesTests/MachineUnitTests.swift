@@ -129,27 +129,25 @@ extension MachineUnitTests {
             #expect(try JSONDecoder().decode(MachineSpec.self, from: data) == spec)
         }
 
-        /// Machines boot with init_on_free=1 unless told not to; records and snapshots written
-        /// before the setting existed booted without it, and say so when read.
-        @Test func zeroFreedMemoryIsTheDefaultButNotForOldRecords() throws {
-            #expect(MachineSpec(image: "debian").zeroFreedMemory)
+        /// A setting on by default whose key records and snapshots written before it existed lack:
+        /// those booted without it, and say so when read; off round-trips.
+        static func expectOnByDefaultButOffForOldRecords(_ key: String, _ setting: KeyPath<MachineSpec, Bool>, off: MachineSpec) throws {
+            #expect(MachineSpec(image: "debian")[keyPath: setting])
             var json = try #require(try JSONSerialization.jsonObject(with: JSONEncoder().encode(MachineSpec(image: "debian"))) as? [String: Any])
-            #expect(json.removeValue(forKey: "zeroFreedMemory") as? Bool == true)
+            #expect(json.removeValue(forKey: key) as? Bool == true)
             let old = try JSONDecoder().decode(MachineSpec.self, from: JSONSerialization.data(withJSONObject: json))
-            #expect(!old.zeroFreedMemory)
-            let off = MachineSpec(image: "debian", zeroFreedMemory: false)
+            #expect(!old[keyPath: setting])
             #expect(try JSONDecoder().decode(MachineSpec.self, from: JSONEncoder().encode(off)) == off)
         }
 
-        /// Likewise deferred writeback: on by default, off for what was written before it existed.
+        /// Machines boot with init_on_free=1 unless told not to.
+        @Test func zeroFreedMemoryIsTheDefaultButNotForOldRecords() throws {
+            try Self.expectOnByDefaultButOffForOldRecords("zeroFreedMemory", \.zeroFreedMemory, off: MachineSpec(image: "debian", zeroFreedMemory: false))
+        }
+
+        /// Likewise deferred writeback.
         @Test func deferredWritebackIsTheDefaultButNotForOldRecords() throws {
-            #expect(MachineSpec(image: "debian").deferWriteback)
-            var json = try #require(try JSONSerialization.jsonObject(with: JSONEncoder().encode(MachineSpec(image: "debian"))) as? [String: Any])
-            #expect(json.removeValue(forKey: "deferWriteback") as? Bool == true)
-            let old = try JSONDecoder().decode(MachineSpec.self, from: JSONSerialization.data(withJSONObject: json))
-            #expect(!old.deferWriteback)
-            let off = MachineSpec(image: "debian", deferWriteback: false)
-            #expect(try JSONDecoder().decode(MachineSpec.self, from: JSONEncoder().encode(off)) == off)
+            try Self.expectOnByDefaultButOffForOldRecords("deferWriteback", \.deferWriteback, off: MachineSpec(image: "debian", deferWriteback: false))
         }
     }
 }

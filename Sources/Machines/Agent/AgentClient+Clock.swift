@@ -59,9 +59,9 @@ extension AgentClient {
             }
         }
         let reading = try await Self.quickestReading(tolerance: tolerance, attempts: attempts) {
-            let sent = Self.hostClock()
+            let sent = WallClock.nanoseconds()
             let guest = try await readClock()
-            return ClockReading(sent: sent, guest: guest, received: Self.hostClock())
+            return ClockReading(sent: sent, guest: guest, received: WallClock.nanoseconds())
         }
         if reading.guestAhead != 0 { try await shiftClock(by: -reading.guestAhead) }
         return reading.roundTrip
@@ -102,12 +102,5 @@ extension AgentClient {
         guard let info = guestInfo, info.agentVersion >= version else {
             throw StasisError(.unsupported, "the guest agent speaks protocol \(guestInfo?.agentVersion ?? 0); \(what) needs \(version)")
         }
-    }
-
-    /// The host's `CLOCK_REALTIME` in nanoseconds since the epoch.
-    private static func hostClock() -> Int64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
     }
 }
