@@ -49,7 +49,7 @@ public struct WarmStart: Sendable {
         let home = snapshotter.snapshots.home
         let image = try await ImageStore(home: home).image(named: spec.image)
         let boot = try await BootArtifacts.resolve(home: home, image: spec.image)
-        let tag = Self.tag(for: spec, image: image, boot: boot, accelerator: AcceleratorChoice.choose(spec.accelerator).kind.rawValue)
+        let tag = Self.tag(for: spec, image: image, boot: boot, accelerator: AcceleratorChoice.choose(spec.accelerator).kind)
         if let found = try await usable(tag) { return (found, false) }
         try snapshotter.snapshots.home.prepare()
         let lockURL = snapshotter.snapshots.home.snapshots.appendingPathComponent(".warm-\(tag.suffix(16)).lock")
@@ -60,16 +60,17 @@ public struct WarmStart: Sendable {
     }
 
     /// `boot:<image>:<digest of what a restore cannot change>`: memory, CPUs, network, host
-    /// services, the accelerator this host would pick, the image's identity (a rebuilt image gets
-    /// a new boot snapshot) and the initramfs, which holds the guest agent (a new stasis gets
-    /// machines with its own agent).
-    static func tag(for spec: MachineSpec, image: ImageRecord, boot: BootArtifacts, accelerator: String) -> String {
+    /// services, the accelerator this host would pick and the clock options it gives the kernel,
+    /// the image's identity (a rebuilt image gets a new boot snapshot) and the initramfs, which
+    /// holds the guest agent (a new stasis gets machines with its own agent).
+    static func tag(for spec: MachineSpec, image: ImageRecord, boot: BootArtifacts, accelerator: AcceleratorChoice.Kind) -> String {
         var key = spec
         key.ports = []
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         let specBytes = (try? encoder.encode(key)) ?? Data()
-        let identity = Data("\(image.name) \(image.created.timeIntervalSince1970) \(image.diskBytes) \(boot.initramfs.lastPathComponent) \(boot.kernelVersion) \(accelerator)".utf8)
+        let clock = QEMUCommandLine.clockOptions(accelerator).joined(separator: " ")
+        let identity = Data("\(image.name) \(image.created.timeIntervalSince1970) \(image.diskBytes) \(boot.initramfs.lastPathComponent) \(boot.kernelVersion) \(accelerator.rawValue) \(clock)".utf8)
         let digest = SHA256.hash(data: specBytes + identity).prefix(8).map { String(format: "%02x", $0) }.joined()
         return "\(tagPrefix)\(spec.image):\(digest)"
     }

@@ -379,6 +379,12 @@ extension MachineUnitTests {
             #expect(append == [Self.commandLine(accelerator: .tcg).kernelCommandLine])
         }
 
+        @Test func tcgGuestsKeepTheTSCAsTheirClock() {
+            let tcg = Self.commandLine(accelerator: .tcg).kernelCommandLine.split(separator: " ")
+            #expect(tcg.contains("tsc=reliable"), "without it the guest falls back to jiffies and loses time")
+            #expect(!Self.commandLine(accelerator: .kvm).kernelCommandLine.contains("tsc="))
+        }
+
         @Test func acceleratorAndCPU() {
             let tcg = Self.commandLine(accelerator: .tcg).arguments
             #expect(MachineUnitSupport.values(of: "-accel", in: tcg) == ["tcg,thread=multi"])

@@ -34,6 +34,15 @@ struct MachineVMTests {
         #expect(result.out == "360000\n90\n", "\(result)")
     }
 
+    @Test func theGuestClockRunsOnTheTSC() async throws {
+        let machine = try await VMFixture.shared.machine()
+        let result = try await machine.withAgent { agent in
+            try await sh(agent, "cat /sys/devices/system/clocksource/clocksource0/current_clocksource")
+        }
+        // kvm-clock under KVM; under TCG anything but jiffies, which loses time on a busy host.
+        #expect(result.out == (await machine.record.accelerator == "kvm" ? "kvm-clock\n" : "tsc\n"), "\(result)")
+    }
+
     @Test(arguments: [(script: "exit 0", code: Int32(0)), ("exit 7", 7), ("exit 255", 255), ("kill -TERM $$", 143), ("kill -KILL $$", 137)])
     func exitCodesAndSignals(script: String, code: Int32) async throws {
         let machine = try await VMFixture.shared.machine()

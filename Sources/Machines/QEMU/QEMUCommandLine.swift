@@ -30,6 +30,7 @@ public struct QEMUCommandLine: Sendable {
     public var kernelCommandLine: String {
         var words = ["console=ttyS0", "quiet", "panic=-1", "reboot=t", "stasis.hostname=\(record.name)"]
         if accelerator.kind == .tcg, let tscKHz { words.append("tsc_early_khz=\(tscKHz)") }
+        words += Self.clockOptions(accelerator.kind)
         if record.spec.zeroFreedMemory { words.append("init_on_free=1") }
         if record.spec.deferWriteback { words.append("stasis.writeback=deferred") }
         switch record.spec.network {
@@ -38,6 +39,17 @@ public struct QEMUCommandLine: Sendable {
         case .outbound: words.append("stasis.net=\(Self.guestAddress),\(Self.gatewayAddress),\(Self.dnsAddress)")
         }
         return words.joined(separator: " ")
+    }
+
+    /// Kernel options for the guest's clock, which depend on the accelerator alone.
+    ///
+    /// Under TCG the boot-time clocksource watchdog compares the TSC against jiffies, whose ticks
+    /// arrive late while QEMU translates code, blames the TSC and falls back to jiffies. A guest
+    /// clocked by jiffies loses every tick the host is too busy to deliver (seconds on a loaded
+    /// host) and ticks 250 times a second even when idle. TCG's TSC follows the host's, so it is
+    /// declared reliable. Under KVM the guest uses kvm-clock.
+    public static func clockOptions(_ kind: AcceleratorChoice.Kind) -> [String] {
+        kind == .tcg ? ["tsc=reliable"] : []
     }
 
     /// A stable MAC address derived from the machine id.
