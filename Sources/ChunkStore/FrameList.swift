@@ -26,9 +26,14 @@ import StasisCore
 /// Version 4 keeps packs in the chunk store, named by their content (`packs`), so a page patch
 /// that outlives its snapshot stays where it was written and later lists name that pack and
 /// offset; version 3's packed chunks are in "the list's own pack", a file beside it (`ownPack`).
+///
+/// Version 5 is version 4 with its long arrays (chunks, sizes, frames, patches, deltas, packs,
+/// packed) as base64 text (`PackedNumbers`): decoding them as JSON arrays was most of the time a
+/// restore spent finding a long session's snapshot. Every version is still read.
 public struct FrameList: Codable, Equatable, Sendable {
-    /// The newest format written (version 1 without patches or reference, 2 with patches) and read.
-    public static let currentVersion = 4
+    /// The format written (but for a version 3 list read back, which keeps its own pack) and the
+    /// newest read.
+    public static let currentVersion = 5
     /// The name version 3 lists give their only pack: the file kept beside the list.
     public static let ownPack = ""
     /// The granularity of patches: one guest page.
@@ -362,8 +367,12 @@ public struct FrameList: Codable, Equatable, Sendable {
         bytes.reserveCapacity(64 + frames.count * 40 + patches.count * 48 + packedAt.count * 80)
         bytes.append(contentsOf: "stasis.framelist.1".utf8)
         func add(_ value: Int) { withUnsafeBytes(of: UInt64(value).littleEndian) { bytes.append(contentsOf: $0) } }
-        /// Appends chunk `slot`'s name as its 32 raw bytes (the names were checked as hex).
-        func addChunk(_ slot: Int) { Hex.append(chunks[slot], to: &bytes) }
+        // Each name as its 32 raw bytes (the names were checked as hex), converted once: a
+        // chunk is named again by every frame and page that uses it.
+        var names: [UInt8] = []
+        names.reserveCapacity(chunks.count * 32)
+        for chunk in chunks { Hex.append(chunk, to: &names) }
+        func addChunk(_ slot: Int) { bytes.append(contentsOf: names[slot * 32 ..< slot * 32 + 32]) }
         add(frameSize)
         add(totalSize)
         for (index, slot) in zip(frames, chunkOfFrame) {
@@ -424,13 +433,20 @@ public struct FrameList: Codable, Equatable, Sendable {
 
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
-        let sharedPacks = !packs.isEmpty && packs != [FrameList.ownPack]
-        let version = sharedPacks ? 4 : reference != nil || !deltaSlots.isEmpty || !packedAt.isEmpty ? 3 : patchesAt.isEmpty ? 1 : 2
+        let ownPackOnly = packs == [FrameList.ownPack]
+        // A version 3 list read back (its pack beside it) keeps its version; all else is 5.
+        let version = ownPackOnly ? 3 : FrameList.currentVersion
+        func put(_ values: [Int], _ key: CodingKeys) throws {
+            if version >= 5 { try container.encode(PackedNumbers.encode(values), forKey: key) } else { try container.encode(values, forKey: key) }
+        }
+        func put(digests: [String], _ key: CodingKeys) throws {
+            if version >= 5 { try container.encode(PackedNumbers.encode(digests: digests), forKey: key) } else { try container.encode(digests, forKey: key) }
+        }
         try container.encode(version, forKey: .version)
         try container.encode(frameSize, forKey: .frameSize)
         try container.encode(totalSize, forKey: .totalSize)
-        try container.encode(chunks, forKey: .chunks)
-        try container.encode(storedSizes, forKey: .storedSizes)
+        try put(digests: chunks, .chunks)
+        try put(storedSizes, .storedSizes)
         var runs: [Int] = []
         var next = 0
         for (index, slot) in zip(nonZeroFrames, chunkOfFrame) {
@@ -439,14 +455,14 @@ public struct FrameList: Codable, Equatable, Sendable {
             next = index + 1
         }
         if frameCount > next { runs.append(next - frameCount) }
-        try container.encode(runs, forKey: .frames)
+        try put(runs, .frames)
         if !patchesAt.isEmpty {
             // Flat triples: frame index, page, chunk position (-1: a page of zeros).
             var triples: [Int] = []
             for position in patchesAt.keys.sorted() {
                 for patch in patchesAt[position] ?? [] { triples += [nonZeroFrames[position], patch.page, patch.slot] }
             }
-            try container.encode(triples, forKey: .patches)
+            try put(triples, .patches)
         }
         if let reference {
             var nested = container.nestedContainer(keyedBy: ReferenceKeys.self, forKey: .reference)
@@ -454,14 +470,14 @@ public struct FrameList: Codable, Equatable, Sendable {
             // Flat triples: offset in the file, offset in the reference, length.
             try nested.encode(reference.segments.flatMap { [$0.offset, $0.fileOffset, $0.length] }, forKey: .segments)
         }
-        if !deltaSlots.isEmpty { try container.encode(deltaSlots.sorted(), forKey: .deltas) }
-        if sharedPacks {
-            // Flat triples: chunk position, pack position, offset in the pack.
-            try container.encode(packs, forKey: .packs)
-            try container.encode(packedAt.keys.sorted().flatMap { [$0, packedAt[$0]?.pack ?? 0, packedAt[$0]?.offset ?? 0] }, forKey: .packed)
-        } else if !packedAt.isEmpty {
+        if !deltaSlots.isEmpty { try put(deltaSlots.sorted(), .deltas) }
+        if ownPackOnly {
             // Flat pairs: chunk position, offset in the list's own pack file.
-            try container.encode(packedAt.keys.sorted().flatMap { [$0, packedAt[$0]?.offset ?? 0] }, forKey: .packed)
+            try put(packedAt.keys.sorted().flatMap { [$0, packedAt[$0]?.offset ?? 0] }, .packed)
+        } else if !packs.isEmpty {
+            // Flat triples: chunk position, pack position, offset in the pack.
+            try put(digests: packs, .packs)
+            try put(packedAt.keys.sorted().flatMap { [$0, packedAt[$0]?.pack ?? 0, packedAt[$0]?.offset ?? 0] }, .packed)
         }
         try container.encode(digest, forKey: .digest)
     }
@@ -477,10 +493,23 @@ public struct FrameList: Codable, Equatable, Sendable {
         let frameSize = try container.decode(Int.self, forKey: .frameSize)
         let totalSize = try container.decode(Int.self, forKey: .totalSize)
         try FrameList.checkGeometry(frameSize: frameSize, totalSize: totalSize, error: .corrupted)
-        let chunks = try container.decode([String].self, forKey: .chunks)
-        let storedSizes = try container.decode([Int].self, forKey: .storedSizes)
-        let runs = try container.decode([Int].self, forKey: .frames)
-        let triples = version >= 2 ? try container.decodeIfPresent([Int].self, forKey: .patches) ?? [] : []
+        // Version 5 packs the long arrays into base64 text (`PackedNumbers`).
+        func numbers(_ key: CodingKeys) throws -> [Int]? {
+            guard version >= 5 else { return try container.decodeIfPresent([Int].self, forKey: key) }
+            return try container.decodeIfPresent(String.self, forKey: key).map { try PackedNumbers.decode($0, field: key.stringValue) }
+        }
+        func digests(_ key: CodingKeys) throws -> [String]? {
+            guard version >= 5 else { return try container.decodeIfPresent([String].self, forKey: key) }
+            return try container.decodeIfPresent(String.self, forKey: key).map { try PackedNumbers.decodeDigests($0, field: key.stringValue) }
+        }
+        func required<T>(_ value: T?, _ key: CodingKeys) throws -> T {
+            guard let value else { throw StasisError(.corrupted, "frame list has no \(key.stringValue)") }
+            return value
+        }
+        let chunks = try required(digests(.chunks), .chunks)
+        let storedSizes = try required(numbers(.storedSizes), .storedSizes)
+        let runs = try required(numbers(.frames), .frames)
+        let triples = version >= 2 ? try numbers(.patches) ?? [] : []
         var reference: FrameReference.Identity? = nil
         var deltas: [Int] = []
         if version >= 3, container.contains(.reference) {
@@ -492,9 +521,9 @@ public struct FrameList: Codable, Equatable, Sendable {
             }
             reference = FrameReference.Identity(digest: try nested.decode(String.self, forKey: .digest), segments: segments)
         }
-        if version >= 3 { deltas = try container.decodeIfPresent([Int].self, forKey: .deltas) ?? [] }
-        let packedNumbers = version >= 3 ? try container.decodeIfPresent([Int].self, forKey: .packed) ?? [] : []
-        let packNames = version >= 4 ? try container.decodeIfPresent([String].self, forKey: .packs) ?? [] : []
+        if version >= 3 { deltas = try numbers(.deltas) ?? [] }
+        let packedNumbers = version >= 3 ? try numbers(.packed) ?? [] : []
+        let packNames = version >= 4 ? try digests(.packs) ?? [] : []
         let digest = try container.decode(String.self, forKey: .digest)
         guard storedSizes.count == chunks.count else {
             throw StasisError(.corrupted, "frame list has \(chunks.count) chunks but \(storedSizes.count) stored sizes")

@@ -37,17 +37,17 @@ enum Hex {
 
     /// Appends the bytes of a hex string already checked by `isDigest` to `out`.
     static func append(_ text: String, to out: inout [UInt8]) {
-        var high: UInt8?
-        for c in text.utf8 {
-            let value = c <= 0x39 ? c &- 0x30 : c &- 0x61 &+ 10
-            if let h = high {
-                out.append(h << 4 | value)
-                high = nil
-            } else {
-                high = value
+        var text = text
+        text.withUTF8 { utf8 in
+            var i = 0
+            while i + 1 < utf8.count {
+                out.append(value(utf8[i]) << 4 | value(utf8[i + 1]))
+                i += 2
             }
         }
     }
+
+    private static func value(_ digit: UInt8) -> UInt8 { digit <= 0x39 ? digit &- 0x30 : digit &- 0x61 &+ 10 }
 
     private static func digit(_ value: UInt8) -> UInt8 { value < 10 ? 0x30 + value : 0x61 - 10 + value }
 }

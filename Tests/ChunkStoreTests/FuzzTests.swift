@@ -141,6 +141,31 @@ import Testing
         #expect(accepted < 300, "\(accepted) damaged lists accepted")
     }
 
+    @Test func packedNumbersRoundTripAndRefuseDamage() throws {
+        var rng = SeededGenerator(seed: 80)
+        var values: [Int] = [0, 1, -1, 63, -64, 64, 127, 128, Int.max, Int.min, Int.max - 1, Int.min + 1]
+        for _ in 0 ..< 2000 { values.append(Int(truncatingIfNeeded: rng.next()) >> Int.random(in: 0 ... 63, using: &rng)) }
+        #expect(try PackedNumbers.decode(PackedNumbers.encode(values), field: "test") == values)
+        #expect(try PackedNumbers.decode(PackedNumbers.encode([]), field: "test") == [])
+        let names = (0 ..< 5).map { _ in Hex.encode((0 ..< 32).map { _ in UInt8.random(in: 0 ... 255, using: &rng) }) }
+        #expect(try PackedNumbers.decodeDigests(PackedNumbers.encode(digests: names), field: "test") == names)
+        func base64(_ bytes: [UInt8]) -> String { Data(bytes).base64EncodedString() }
+        for (name, text) in [("not base64", "@@@"), ("cut inside a number", base64([0x80])),
+                             ("wider than 64 bits", base64([UInt8](repeating: 0xFF, count: 10) + [0x01])),
+                             ("65th bit", base64([UInt8](repeating: 0xFF, count: 9) + [0x02]))] {
+            #expect(throws: StasisError.self, "\(name)") { try PackedNumbers.decode(text, field: "test") }
+        }
+        #expect(throws: StasisError.self) { try PackedNumbers.decodeDigests(base64([1, 2, 3]), field: "test") }
+        // Mutated text never crashes, and whatever decodes re-encodes to the same numbers.
+        let valid = Array(PackedNumbers.encode(values).utf8)
+        for _ in 0 ..< 3000 {
+            let text = String(decoding: Self.mutate(valid, &rng), as: UTF8.self)
+            if let decoded = try? PackedNumbers.decode(text, field: "test") {
+                #expect(try PackedNumbers.decode(PackedNumbers.encode(decoded), field: "test") == decoded)
+            }
+        }
+    }
+
     @Test func frameListRefusesHostileNumbers() throws {
         let hash = String(repeating: "ab", count: 32)
         let good = try FrameList(frameSize: 4096, totalSize: 3 * 4096, frames: [(1, ChunkRef(hash: hash, rawSize: 4096, storedSize: 20))])
@@ -174,6 +199,16 @@ import Testing
         ]
         for (name, data) in hostile {
             #expect(throws: (any Error).self, "\(name)") { try JSONDecoder().decode(FrameList.self, from: data) }
+        }
+        // Version 5 packs the same numbers into base64; they are checked the same way.
+        func packed(frames: [Int], stored: [Int] = [20]) -> Data {
+            let object: [String: Any] = ["version": 5, "frameSize": 4096, "totalSize": 3 * 4096, "chunks": PackedNumbers.encode(digests: [hash]),
+                                         "storedSizes": PackedNumbers.encode(stored), "frames": PackedNumbers.encode(frames), "digest": digest]
+            return (try? JSONSerialization.data(withJSONObject: object)) ?? Data()
+        }
+        #expect(try JSONDecoder().decode(FrameList.self, from: packed(frames: [-1, 0, -1])) == good)
+        for (frames, stored) in [([Int.min], [20]), ([-(1 << 62)], [20]), ([-1, 1, -1], [20]), ([-1, 0, -1], [Int.max]), ([-1, 0, -1], [])] {
+            #expect(throws: (any Error).self, "\(frames) \(stored)") { try JSONDecoder().decode(FrameList.self, from: packed(frames: frames, stored: stored)) }
         }
     }
 }

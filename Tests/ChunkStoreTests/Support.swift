@@ -85,3 +85,17 @@ func flipByte(of path: String, at offset: Int) throws {
     bytes[offset] ^= 0x5A
     try Data(bytes).write(to: URL(fileURLWithPath: path))
 }
+
+/// `list` as the JSON object a version 4 writer made: its packed fields as plain arrays.
+func version4Object(_ list: FrameList) throws -> [String: Any] {
+    var object = try #require(try JSONSerialization.jsonObject(with: JSONEncoder().encode(list)) as? [String: Any])
+    #expect(object["version"] as? Int == 5)
+    for key in ["storedSizes", "frames", "patches", "deltas", "packed"] {
+        if let text = object[key] as? String { object[key] = try PackedNumbers.decode(text, field: key) }
+    }
+    for key in ["chunks", "packs"] {
+        if let text = object[key] as? String { object[key] = try PackedNumbers.decodeDigests(text, field: key) }
+    }
+    object["version"] = 4
+    return object
+}
