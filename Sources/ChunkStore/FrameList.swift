@@ -265,6 +265,23 @@ public struct FrameList: Codable, Equatable, Sendable {
         return patchesAt.filter { $0.value.contains { $0.slot == position } }.keys.min().map { nonZeroFrames[$0] }
     }
 
+    /// This list with frame `index` held by `ref`, a whole chunk, and all else as it was: its
+    /// patches, reference and delta chunks. For tests and tools that damage or mend one frame.
+    public func replacingChunk(ofFrame index: Int, with ref: ChunkRef) throws -> FrameList {
+        var frames: [(index: Int, ref: ChunkRef)] = []
+        var patches: [Int: [PagePatch]] = [:]
+        var deltas: Set<String> = []
+        for position in nonZeroFrames.indices {
+            let frame = nonZeroFrames[position]
+            let chunk = frame == index ? ref : self.ref(at: position)
+            frames.append((frame, chunk))
+            if frame != index, isDelta(at: position) { deltas.insert(chunk.hash) }
+            let stored = self.patches(at: position)
+            if !stored.isEmpty { patches[frame] = stored }
+        }
+        return try FrameList(frameSize: frameSize, totalSize: totalSize, frames: frames, patches: patches, reference: reference, deltaChunks: deltas)
+    }
+
     /// The page patches over the `position`-th non-zero frame's chunk (none for most frames).
     func patches(at position: Int) -> [PagePatch] {
         guard let stored = patchesAt[position] else { return [] }

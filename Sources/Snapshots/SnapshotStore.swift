@@ -286,30 +286,44 @@ public struct SnapshotStore: Sendable {
     /// before QEMU ever reads it. A part is hashed once and then trusted while its file identity
     /// (inode, size, mtime, ctime) stays the one recorded in `.verified.json`. RAM frames are
     /// checked for presence here and for content as they are read (`materializeMemory`); `deep`
-    /// hashes every part and reads and checks every frame now.
-    public func verify(_ manifest: SnapshotManifest, deep: Bool = false) throws {
+    /// hashes every part and reads and checks every frame now. An eager restore passes
+    /// `framesPresent: false`: writing the RAM reads every chunk anyway and names a missing one by
+    /// snapshot and frame before QEMU starts, and checking a long session's thousands of chunks
+    /// and hundreds of packs first cost it ~4 ms.
+    public func verify(_ manifest: SnapshotManifest, deep: Bool = false, framesPresent: Bool = true) throws {
         // A listed manifest comes without its frame list: it is read here.
         if let frames = try manifest.memoryFrames ?? manifest.memoryFramesFile.map({ try readFrameList(manifest, $0).list }) {
             if let identity = frames.reference { try checkReference(manifest, identity) }
             let chunks = try chunkStore()
-            let packed = Set(frames.chunks).subtracting(frames.storeChunks)
-            for position in frames.chunks.indices where !packed.contains(frames.chunks[position]) && !chunks.contains(frames.chunks[position]) {
-                let frame = frames.frameIndex(ofChunk: position) ?? 0
-                throw StasisError(.corrupted, "snapshot \(manifest.id) is damaged: frame \(frame) of its memory (chunk \(frames.chunks[position])) is missing from the chunk store")
-            }
-            for (name, length) in frames.packLengths {
-                let pack = name == FrameList.ownPack ? memoryPack(manifest.id) : chunks.packURL(name)
-                var st = stat()
-                guard stat(pack.path, &st) == 0, Int(st.st_size) >= length else {
-                    throw StasisError(.corrupted, "snapshot \(manifest.id) is damaged: the pack \(pack.path) is missing or shorter than the \(length) bytes its memory's page patches need")
-                }
-            }
+            if framesPresent || deep { try checkFramesPresent(manifest, frames, in: chunks) }
             if deep {
                 do { try memoryFile(manifest, frames: frames, store: chunks).verify() } catch {
                     throw StasisError(.corrupted, "snapshot \(manifest.id) is damaged: \(Self.describe(error)) of its memory", cause: error)
                 }
             }
         }
+        try verifyParts(manifest, deep: deep)
+    }
+
+    /// Checks that every chunk and pack `frames` names is in the store.
+    private func checkFramesPresent(_ manifest: SnapshotManifest, _ frames: FrameList, in chunks: ChunkStore) throws {
+        let packed = Set(frames.chunks).subtracting(frames.storeChunks)
+        for position in frames.chunks.indices where !packed.contains(frames.chunks[position]) && !chunks.contains(frames.chunks[position]) {
+            let frame = frames.frameIndex(ofChunk: position) ?? 0
+            throw StasisError(.corrupted, "snapshot \(manifest.id) is damaged: frame \(frame) of its memory (chunk \(frames.chunks[position])) is missing from the chunk store")
+        }
+        for (name, length) in frames.packLengths {
+            let pack = name == FrameList.ownPack ? memoryPack(manifest.id) : chunks.packURL(name)
+            var st = stat()
+            guard stat(pack.path, &st) == 0, Int(st.st_size) >= length else {
+                throw StasisError(.corrupted, "snapshot \(manifest.id) is damaged: the pack \(pack.path) is missing or shorter than the \(length) bytes its memory's page patches need")
+            }
+        }
+    }
+
+    /// Checks the device state's base and inline delta, and every part against its size and
+    /// digest (or its recorded file identity).
+    private func verifyParts(_ manifest: SnapshotManifest, deep: Bool) throws {
         if let base = manifest.stateBase, !(try chunkStore().contains(base.hash)) {
             throw StasisError(.corrupted, "snapshot \(manifest.id) is damaged: the base its device state is a delta over (chunk \(base.hash)) is missing from the chunk store")
         }

@@ -233,7 +233,7 @@ public struct Snapshotter: Sendable {
     public func restore(_ reference: String, name: String?, ports: [PortForward]? = nil, autoRemove: Bool = false,
                         lazily: Bool = false) async throws -> Machine {
         let manifest = try snapshots.find(reference)
-        try snapshots.verify(manifest)
+        try snapshots.verify(manifest, framesPresent: lazily)
         try await checkCompatible(manifest)
         var input = input(manifest, ports: ports, sharedMemory: nil)
         if lazily {

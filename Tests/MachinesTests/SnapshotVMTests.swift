@@ -157,9 +157,11 @@ struct SnapshotVMTests {
 
     /// A flipped byte in any part is found by its checksum before QEMU sees it. RAM frames are
     /// shared with the fixture, so the damaged memory is a damaged copy of one of its chunks that
-    /// only the copied snapshot lists.
-    @Test(arguments: ["state", "memory", "disk.qcow2"])
+    /// only the copied snapshot lists. A missing chunk ("missing memory") is not looked for before
+    /// an eager restore; writing the RAM finds it, by frame, before QEMU starts.
+    @Test(arguments: ["state", "memory", "disk.qcow2", "missing memory"])
     func aDamagedSnapshotIsRefused(part: String) async throws {
+        let missing = part == "missing memory"
         let env = try await VMFixture.shared.env()
         let original = try await SnapshotFixture.shared.manifest()
         // Damage a copy, never the shared fixture.
@@ -173,10 +175,11 @@ struct SnapshotVMTests {
         var file = copy.appendingPathComponent(part)
         // Device state is a delta of a few dozen bytes over a base state: its middle.
         var offset: UInt64 = part == "state" ? original.state.size / 2 : 100
+        var victimFrame: Int?
         // A session's gc in this home must not take the damaged chunk for garbage before the
         // copy's manifest lists it.
         try FileLock.withLock(store.chunkWritersLock, shared: true) {
-            if part == "memory" {
+            if part.hasSuffix("memory") {
                 let frames = try #require(original.memoryFrames)
                 let victim = frames.nonZeroFrames[frames.nonZeroFrames.count / 2]
                 let ref = try #require(frames.chunk(ofFrame: victim))
@@ -185,20 +188,20 @@ struct SnapshotVMTests {
                 let chunks = try store.chunkStore()
                 file = URL(fileURLWithPath: chunks.path(of: fake.hash))
                 try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
-                try FileManager.default.copyItem(atPath: chunks.path(of: ref.hash), toPath: file.path)
-                let listed = try frames.nonZeroFrames.map { index in
-                    (index: index, ref: index == victim ? fake : try #require(frames.chunk(ofFrame: index)))
-                }
-                manifest.memoryFrames = try FrameList(frameSize: frames.frameSize, totalSize: frames.totalSize, frames: listed)
+                if !missing { try FileManager.default.copyItem(atPath: chunks.path(of: ref.hash), toPath: file.path) }
+                manifest.memoryFrames = try frames.replacingChunk(ofFrame: victim, with: fake)
                 offset = UInt64(fake.storedSize / 2)
+                victimFrame = victim
             }
             try AtomicFile.writeJSON(manifest, to: copy.appendingPathComponent("manifest.json"))
         }
-        defer { if part == "memory" { try? FileManager.default.removeItem(at: file) } }
+        defer { if part.hasSuffix("memory") { try? FileManager.default.removeItem(at: file) } }
         // Verified once before the damage: the damage must be found though the copy's files were
         // hashed already (a write changes their identity).
-        try store.verify(manifest)
-        if part == "state", var inline = manifest.stateInline {
+        if !missing { try store.verify(manifest) }
+        if missing {
+            #expect(throws: StasisError.self, "a plain verify still looks for every chunk") { try store.verify(manifest) }
+        } else if part == "state", var inline = manifest.stateInline {
             // A small state delta lives in the manifest: the damage goes there.
             inline[inline.count / 2] ^= 0x40
             manifest.stateInline = inline
@@ -214,8 +217,9 @@ struct SnapshotVMTests {
         let error = await #expect(throws: StasisError.self) {
             _ = try await Snapshotter(home: env.home, machines: env.store).restore(copyID, name: "never-\(part.prefix(3))")
         }
-        #expect(error?.code == .corrupted)
-        #expect(error?.message.contains(part) == true && error?.message.contains(copyID) == true, "\(String(describing: error))")
+        #expect(missing || error?.code == .corrupted)
+        #expect(error?.message.contains(missing ? "memory" : part) == true && error?.message.contains(copyID) == true, "\(String(describing: error))")
+        if let victimFrame { #expect(error?.message.contains("frame \(victimFrame)") == true, "\(String(describing: error))") }
         #expect(throws: StasisError.self, "no machine was started") { try env.store.find("never-\(part.prefix(3))") }
         try FileManager.default.removeItem(at: copy)
     }
