@@ -282,7 +282,7 @@ enum StagedRestore {
         }
         let manifest = try snapshotter.snapshots.find(id)
         s.find = lap()
-        try snapshotter.snapshots.verify(manifest)
+        try snapshotter.snapshots.verify(manifest, framesPresent: false)  // as an eager restore does
         s.verify = lap()
         try await snapshotter.checkCompatible(manifest)
         s.compatibility = lap()
