@@ -265,17 +265,25 @@ public struct FrameList: Codable, Equatable, Sendable {
         return patchesAt.filter { $0.value.contains { $0.slot == position } }.keys.min().map { nonZeroFrames[$0] }
     }
 
-    /// This list with frame `index` held by `ref`, a whole chunk, and all else as it was: its
-    /// patches, reference and delta chunks. For tests and tools that damage or mend one frame.
+    /// This list with stored frame `index` held by `ref`, a chunk no other frame or page uses,
+    /// in the same form as the one it replaces (a delta against the reference if that one was),
+    /// and all else as it was: patches, reference and the other delta chunks. For tests and tools
+    /// that damage or mend one frame.
     public func replacingChunk(ofFrame index: Int, with ref: ChunkRef) throws -> FrameList {
+        guard let replaced = nonZeroFrames.firstIndex(of: index) else {
+            throw StasisError(.invalidArgument, "frame \(index) is not stored in this list, so it has no chunk to replace")
+        }
+        guard !chunks.contains(ref.hash) else {
+            throw StasisError(.invalidArgument, "chunk \(ref.hash) is already in this list")
+        }
         var frames: [(index: Int, ref: ChunkRef)] = []
         var patches: [Int: [PagePatch]] = [:]
         var deltas: Set<String> = []
         for position in nonZeroFrames.indices {
             let frame = nonZeroFrames[position]
-            let chunk = frame == index ? ref : self.ref(at: position)
+            let chunk = position == replaced ? ref : self.ref(at: position)
             frames.append((frame, chunk))
-            if frame != index, isDelta(at: position) { deltas.insert(chunk.hash) }
+            if isDelta(at: position) { deltas.insert(chunk.hash) }
             let stored = self.patches(at: position)
             if !stored.isEmpty { patches[frame] = stored }
         }

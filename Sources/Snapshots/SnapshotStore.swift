@@ -367,7 +367,9 @@ public struct SnapshotStore: Sendable {
         do {
             try memoryFile(manifest, frames: frames, store: try chunkStore()).materialize(to: url, durable: durable)
         } catch {
-            throw StasisError((error as? StasisError)?.code ?? .ioFailure,
+            // A chunk missing from the store is damage to the snapshot, not an unknown snapshot.
+            let code = (error as? StasisError)?.code ?? .ioFailure
+            throw StasisError(code == .notFound ? .corrupted : code,
                               "snapshot \(manifest.id) cannot be restored: \(Self.describe(error)) of its memory is damaged or missing", cause: error)
         }
     }

@@ -69,8 +69,8 @@ public struct WarmStart: Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         let specBytes = (try? encoder.encode(key)) ?? Data()
-        let clock = QEMUCommandLine.clockOptions(accelerator).joined(separator: " ")
-        let identity = Data("\(image.name) \(image.created.timeIntervalSince1970) \(image.diskBytes) \(boot.initramfs.lastPathComponent) \(boot.kernelVersion) \(accelerator.rawValue) \(clock)".utf8)
+        let clock = QEMUCommandLine.clockOptions(accelerator).map { " " + $0 }.joined()
+        let identity = Data("\(image.name) \(image.created.timeIntervalSince1970) \(image.diskBytes) \(boot.initramfs.lastPathComponent) \(boot.kernelVersion) \(accelerator.rawValue)\(clock)".utf8)
         let digest = SHA256.hash(data: specBytes + identity).prefix(8).map { String(format: "%02x", $0) }.joined()
         return "\(tagPrefix)\(spec.image):\(digest)"
     }

@@ -42,6 +42,18 @@ import Testing
         let json = try JSONEncoder().encode(cut.frames)
         #expect(String(decoding: json, as: UTF8.self).contains("\"version\":\(FrameList.currentVersion)"))
         #expect(try JSONDecoder().decode(FrameList.self, from: JSONSerialization.data(withJSONObject: version4Object(cut.frames))) == cut.frames)
+        // A delta frame's chunk replaced stays a delta; every other frame is untouched.
+        let position = try #require(cut.frames.nonZeroFrames.indices.first { cut.frames.isDelta(at: $0) })
+        let stand = ChunkRef(hash: String(repeating: "0f", count: 32), rawSize: cut.frames.ref(at: position).rawSize, storedSize: 99)
+        let replaced = try cut.frames.replacingChunk(ofFrame: cut.frames.nonZeroFrames[position], with: stand)
+        #expect(replaced.isDelta(at: position) && replaced.deltaFrames == cut.frames.deltaFrames && replaced.reference == cut.frames.reference)
+        #expect(replaced.nonZeroFrames.indices.filter { replaced.ref(at: $0) != cut.frames.ref(at: $0) } == [position])
+        #expect(throws: StasisError.self, "a chunk already listed") {
+            try cut.frames.replacingChunk(ofFrame: cut.frames.nonZeroFrames[position], with: cut.frames.ref(at: 0))
+        }
+        if let zero = (0 ..< cut.frames.frameCount).first(where: { cut.frames.chunk(ofFrame: $0) == nil }) {
+            #expect(throws: StasisError.self, "a zero frame") { try cut.frames.replacingChunk(ofFrame: zero, with: stand) }
+        }
         #expect(try JSONDecoder().decode(FrameList.self, from: json) == cut.frames)
         let again = try FrameCutter(store: store, frameSize: 65536).cut(file, reference: reference)
         #expect(again.newChunks == 0 && again.frames == cut.frames)
