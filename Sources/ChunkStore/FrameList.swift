@@ -214,11 +214,15 @@ public struct FrameList: Codable, Equatable, Sendable {
         try FrameList.checkDeltas(deltaSlots, frames: indices, chunkOfFrame: chunkOfFrame, patches: patchesAt, frameSize: frameSize,
                                   totalSize: totalSize, reference: reference, error: .invalidArgument)
         var packs: [String] = []
+        var packNumber: [String: Int] = [:]  // a 1,000-turn session's list names ~600 packs
         var packedAt: [Int: PackedSlot] = [:]
         for (hash, location) in packed.sorted(by: { $0.key < $1.key }) {
             guard let slot = position[hash] else { continue }
-            let pack = packs.firstIndex(of: location.pack) ?? packs.count
-            if pack == packs.count { packs.append(location.pack) }
+            let pack = packNumber[location.pack] ?? packs.count
+            if pack == packs.count {
+                packNumber[location.pack] = pack
+                packs.append(location.pack)
+            }
             packedAt[slot] = PackedSlot(pack: pack, offset: location.offset)
         }
         try FrameList.checkPacked(packedAt, packs: packs, chunkOfFrame: chunkOfFrame, error: .invalidArgument)
