@@ -65,13 +65,9 @@ import Testing
 
     @Test(arguments: [0, 4, 12, -9, -1])
     func aFlippedByteIsCorruption(offset: Int) throws {
-        let dir = try makeTemporaryFolder()
+        let (dir, store, ref) = try Self.storeWithSample(seed: 4)
         defer { try? FileManager.default.removeItem(at: dir) }
-        let store = try ChunkStore(root: dir)
-        var rng = SeededGenerator(seed: 4)
-        let ref = try #require(try store.put(sampleBytes(8192, &rng)))
-        let path = store.path(of: ref.hash)
-        try flipByte(of: path, at: offset >= 0 ? offset : ref.storedSize + offset)
+        try Self.flip(ref, in: store, at: offset)
         let error = #expect(throws: StasisError.self) { try store.get(ref) }
         #expect(error?.code == .corrupted)
         #expect(error?.description.contains(ref.hash) == true, "\(String(describing: error))")
@@ -91,6 +87,19 @@ import Testing
         #expect(error?.description.contains("does not match its hash") == true)
     }
 
+    /// A store in a fresh folder (the caller removes it) holding one 8 KiB sample chunk.
+    static func storeWithSample(seed: UInt64) throws -> (dir: URL, store: ChunkStore, ref: ChunkRef) {
+        let dir = try makeTemporaryFolder()
+        let store = try ChunkStore(root: dir)
+        var rng = SeededGenerator(seed: seed)
+        return (dir, store, try #require(try store.put(sampleBytes(8192, &rng))))
+    }
+
+    /// Flips byte `offset` of chunk `ref`'s file (counted from its end when negative).
+    static func flip(_ ref: ChunkRef, in store: ChunkStore, at offset: Int) throws {
+        try flipByte(of: store.path(of: ref.hash), at: offset >= 0 ? offset : ref.storedSize + offset)
+    }
+
     /// Reads chunk `ref` as a restore does: checked by the frame's own checksum.
     static func loadChecked(_ store: ChunkStore, _ ref: ChunkRef) throws {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: ref.rawSize, alignment: 16)
@@ -101,13 +110,10 @@ import Testing
     @Test(arguments: [12, -4, -1])
     func theFrameChecksumCatchesAFlippedByte(offset: Int) throws {
         // -4 and -1 are bytes of the checksum itself: nothing but the checksum can notice them.
-        let dir = try makeTemporaryFolder()
+        let (dir, store, ref) = try Self.storeWithSample(seed: 5)
         defer { try? FileManager.default.removeItem(at: dir) }
-        let store = try ChunkStore(root: dir)
-        var rng = SeededGenerator(seed: 5)
-        let ref = try #require(try store.put(sampleBytes(8192, &rng)))
         try Self.loadChecked(store, ref)
-        try flipByte(of: store.path(of: ref.hash), at: offset >= 0 ? offset : ref.storedSize + offset)
+        try Self.flip(ref, in: store, at: offset)
         let error = #expect(throws: StasisError.self) { try Self.loadChecked(store, ref) }
         #expect(error?.code == .corrupted)
         #expect(error?.description.contains(ref.hash) == true, "\(String(describing: error))")
