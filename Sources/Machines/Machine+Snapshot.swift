@@ -239,7 +239,7 @@ extension Machine {
             record.diskBaseFormat = "qcow2"
             record.restoredFrom = input.snapshotID
             try store.save(record)
-            try await HostTool.run("qemu-img", ["create", "-q", "-f", "qcow2"] + DiskLayers.createOptions + ["-b", input.disk.path, "-F", "qcow2", paths.disk.path])
+            try await QCOW2Overlay.create(paths.disk, over: input.disk, format: "qcow2")
             record.kernel = input.kernel
             record.generation = input.generation + 1
             switch input.memory {

@@ -136,7 +136,7 @@ struct ChainBench: AsyncParsableCommand {
                 row("find (manifest, frame list decoded)") { $0.find },
                 row("verify (parts and their checksums)") { $0.verify },
                 row("compatibility (QEMU, device layout, kernel)") { $0.compatibility },
-                row("record + disk overlay (qemu-img create)") { $0.recordAndOverlay },
+                row("record + disk overlay") { $0.recordAndOverlay },
                 row("RAM written from the store") { $0.ramCopy },
                 row("device state put back together") { $0.stateWrite },
                 row("QEMU process start") { $0.qemuStart },

@@ -251,7 +251,7 @@ struct RestoreReport: BenchReport {
             ["find snapshot (list, manifests)", fmt(s.find, 1), "-"],
             ["verify checksums (every part)", fmt(s.verify, 1), "-"],
             ["compatibility (qemu --version, layout, kernel)", fmt(s.compatibility, 1), "-"],
-            ["machine record + disk overlay (qemu-img create)", fmt(s.recordAndOverlay, 1), "(before clock)"],
+            ["machine record + disk overlay", fmt(s.recordAndOverlay, 1), "(before clock)"],
             ["RAM written from the chunk store", fmt(s.ramCopy, 1), "-"],
             ["device state put back together (delta over its base)", fmt(s.stateWrite, 1), "-"],
             ["record writes", fmt(s.recordWrites, 1), "-"],

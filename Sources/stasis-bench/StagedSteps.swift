@@ -201,7 +201,7 @@ struct RestoreStages: Encodable {
     var verify = 0.0
     /// `Snapshotter.checkCompatible`: `qemu-system-x86_64 --version`, device layout, kernel.
     var compatibility = 0.0
-    /// `MachineStore.create` and the disk overlay (`qemu-img create`).
+    /// `MachineStore.create` and the disk overlay (`QCOW2Overlay`).
     var recordAndOverlay = 0.0
     /// The snapshot's RAM file written from the chunk store (or `cp --sparse=always` of a
     /// snapshot that keeps a plain one).
@@ -292,7 +292,7 @@ enum StagedRestore {
         var record = try store.create(name: name, spec: manifest.spec, autoRemove: false)
         let paths = MachinePaths(home: store.home, id: record.id)
         let disk = dir.appendingPathComponent(manifest.disk.file)
-        try await HostTool.run("qemu-img", ["create", "-q", "-f", "qcow2", "-b", disk.path, "-F", "qcow2", paths.disk.path])
+        try await QCOW2Overlay.create(paths.disk, over: disk, format: "qcow2")
         s.recordAndOverlay = lap()
         if manifest.memoryFrames != nil {
             let snapshots = snapshotter.snapshots

@@ -771,6 +771,56 @@ extension MachineUnitTests {
 }
 
 extension MachineUnitTests {
+    /// `QCOW2Overlay` writes the very bytes `qemu-img create -u` writes, which QEMU then reads
+    /// as an empty layer over its backing file.
+    @Suite struct QCOW2OverlayTests {
+        @Test(arguments: [
+            (1_395_654_656, "qcow2"), (64 << 20, "raw"), ((2 << 20) + 512, "qcow2"), (512, "raw"),
+            (100 << 30, "qcow2"), (QCOW2Overlay.maxVirtualSize, "qcow2"),
+        ])
+        func theBytesAreQemuImgs(size: Int, format: String) async throws {
+            let dir = try MachineUnitSupport.temporaryFolder()
+            defer { try? FileManager.default.removeItem(at: dir) }
+            let backing = dir.appendingPathComponent("a backing file with a rather longer name, as snapshots have.\(format)").path
+            let theirs = dir.appendingPathComponent("theirs.qcow2")
+            try await HostTool.run("qemu-img", ["create", "-q", "-f", "qcow2"] + DiskLayers.createOptions
+                + ["-u", "-b", backing, "-F", format, theirs.path, "\(size)"])
+            let ours = dir.appendingPathComponent("ours.qcow2")
+            try await QCOW2Overlay.create(ours, backing: backing, format: format, virtualSize: size)
+            #expect(try Data(contentsOf: ours) == Data(contentsOf: theirs))
+            #expect(try QCOW2Overlay.virtualSize(ofQCOW2: ours) == size)
+            #expect(try DiskLayers.holdsNoData(ours))
+        }
+
+        @Test func qemuReadsTheBackingThroughIt() async throws {
+            let dir = try MachineUnitSupport.temporaryFolder()
+            defer { try? FileManager.default.removeItem(at: dir) }
+            let raw = dir.appendingPathComponent("base.raw")
+            try Data(count: 3 << 20).write(to: raw)
+            try await HostTool.run("qemu-io", ["-f", "raw", "-c", "write -P 7 1M 4k", raw.path])
+            let middle = dir.appendingPathComponent("middle.qcow2")
+            try await QCOW2Overlay.create(middle, over: raw, format: "raw")
+            try await HostTool.run("qemu-io", ["-c", "write -P 9 2M 4k", middle.path])
+            let top = dir.appendingPathComponent("top.qcow2")
+            try await QCOW2Overlay.create(top, over: middle, format: "qcow2")
+            try await HostTool.run("qemu-img", ["check", "-q", top.path])
+            try await HostTool.run("qemu-io", ["-c", "read -P 7 1M 4k", "-c", "read -P 9 2M 4k", "-c", "read -P 0 0 4k", top.path])
+            let info = try await HostTool.run("qemu-img", ["info", "--output=json", top.path]).standardOutput
+            #expect(info.contains("\"virtual-size\": \(3 << 20)"))
+            #expect(info.contains("\"backing-filename-format\": \"qcow2\""))
+            // Written once: an existing file is never overwritten.
+            await #expect(throws: StasisError.self) { try await QCOW2Overlay.create(top, over: middle, format: "qcow2") }
+        }
+
+        @Test func aBackingNameThatCannotFitIsRefused() throws {
+            #expect(throws: StasisError.self) { try QCOW2Overlay.bytes(backing: String(repeating: "x", count: 4000), format: "qcow2", virtualSize: 1 << 20) }
+            #expect(throws: StasisError.self) { try QCOW2Overlay.bytes(backing: "", format: "qcow2", virtualSize: 1 << 20) }
+            #expect(throws: StasisError.self) { try QCOW2Overlay.bytes(backing: "/a", format: "qcow2", virtualSize: 0) }
+        }
+    }
+}
+
+extension MachineUnitTests {
     /// `AgentClient.syncClock`'s rule: a slow round trip is repeated aimed half a trip ahead, and
     /// a quick one counts only if its aim was within the tolerance.
     @Suite struct ClockSyncTests {

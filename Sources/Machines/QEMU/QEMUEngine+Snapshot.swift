@@ -46,9 +46,8 @@ extension QEMUEngine: SnapshottingEngine {
             let frozenDisk = active?.file ?? paths.disk(of: record)
             if let newDisk, let size = active?.virtualSize {
                 // Made before the pause, with stasis's cluster size (QEMU would use 64 KiB); its
-                // backing is the overlay the guest writes now, open in QEMU, hence -u and the size.
-                try await HostTool.run("qemu-img", ["create", "-q", "-f", "qcow2"] + DiskLayers.createOptions
-                    + ["-u", "-b", frozenDisk.path, "-F", "qcow2", newDisk.path, "\(size)"])
+                // backing is the overlay the guest writes now, open in QEMU, so the size is QEMU's.
+                try await QCOW2Overlay.create(newDisk, backing: frozenDisk.path, format: "qcow2", virtualSize: size)
             }
             let pausedAt = clock.now
             try await qmp.execute("stop")

@@ -27,7 +27,7 @@ public struct QEMUEngine: MachineEngine {
         try checkInstalled(for: record.spec)
         let disk = paths.disk(of: record)
         if !FileManager.default.fileExists(atPath: disk.path) {
-            try await HostTool.run("qemu-img", ["create", "-q", "-f", "qcow2"] + DiskLayers.createOptions + ["-b", boot.imageDisk.path, "-F", "raw", disk.path])
+            try await QCOW2Overlay.create(disk, over: boot.imageDisk, format: "raw")
         }
         return try await launch(QEMUCommandLine(record: record, paths: paths, boot: boot, accelerator: accelerator,
                                                 tscKHz: AcceleratorChoice.hostTSCkHz()), paths: paths)
