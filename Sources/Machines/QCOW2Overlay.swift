@@ -63,21 +63,29 @@ public enum QCOW2Overlay {
         return out
     }
 
-    /// Creates `file` (which must not exist) as an empty overlay of `virtualSize` bytes over
-    /// `backing`: written directly when the size fits one refcount block, else by `qemu-img`.
+    /// Creates `file` (which must not exist) as an empty overlay of `virtualSize` bytes (rounded
+    /// up to 512, as `qemu-img` does) over `backing`: written directly when the size fits one
+    /// refcount block, else by `qemu-img`. The file appears whole or not at all.
     static func create(_ file: URL, backing: String, format: String, virtualSize: Int) async throws {
-        guard virtualSize <= maxVirtualSize else {
+        let size = (virtualSize + 511) / 512 * 512
+        guard size <= maxVirtualSize else {
             try await HostTool.run("qemu-img", ["create", "-q", "-f", "qcow2"] + DiskLayers.createOptions
-                + ["-u", "-b", backing, "-F", format, file.path, "\(virtualSize)"])
+                + ["-u", "-b", backing, "-F", format, file.path, "\(size)"])
             return
         }
-        let bytes = try bytes(backing: backing, format: format, virtualSize: virtualSize)
-        let fd = open(file.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw StasisError(.ioFailure, "cannot create disk overlay \(file.path)", cause: Errno()) }
-        defer { close(fd) }
+        let bytes = try bytes(backing: backing, format: format, virtualSize: size)
+        // Written beside it, then linked into place: a crash leaves no half overlay under its
+        // name (a boot reuses an overlay it finds), and an existing file is never replaced.
+        let staged = file.deletingLastPathComponent().appendingPathComponent(".\(file.lastPathComponent).\(UInt32.random(in: 0 ... .max))")
+        let fd = open(staged.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw StasisError(.ioFailure, "cannot create disk overlay \(staged.path)", cause: Errno()) }
+        defer { unlink(staged.path) }
         let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        guard written == bytes.count else {
-            throw StasisError(.ioFailure, "cannot write disk overlay \(file.path)", cause: Errno())
+        let error = Errno()
+        close(fd)
+        guard written == bytes.count else { throw StasisError(.ioFailure, "cannot write disk overlay \(staged.path)", cause: error) }
+        guard link(staged.path, file.path) == 0 else {
+            throw StasisError(.ioFailure, "cannot create disk overlay \(file.path)", cause: Errno())
         }
     }
 

@@ -775,7 +775,7 @@ extension MachineUnitTests {
     /// as an empty layer over its backing file.
     @Suite struct QCOW2OverlayTests {
         @Test(arguments: [
-            (1_395_654_656, "qcow2"), (64 << 20, "raw"), ((2 << 20) + 512, "qcow2"), (512, "raw"),
+            (1_395_654_656, "qcow2"), (64 << 20, "raw"), ((2 << 20) + 512, "qcow2"), (512, "raw"), (1000, "raw"),
             (100 << 30, "qcow2"), (QCOW2Overlay.maxVirtualSize, "qcow2"),
         ])
         func theBytesAreQemuImgs(size: Int, format: String) async throws {
@@ -788,7 +788,8 @@ extension MachineUnitTests {
             let ours = dir.appendingPathComponent("ours.qcow2")
             try await QCOW2Overlay.create(ours, backing: backing, format: format, virtualSize: size)
             #expect(try Data(contentsOf: ours) == Data(contentsOf: theirs))
-            #expect(try QCOW2Overlay.virtualSize(ofQCOW2: ours) == size)
+            #expect(try QCOW2Overlay.virtualSize(ofQCOW2: ours) == (size + 511) / 512 * 512)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted() == ["ours.qcow2", "theirs.qcow2"], "nothing staged is left")
             #expect(try DiskLayers.holdsNoData(ours))
         }
 
